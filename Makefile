@@ -1,0 +1,70 @@
+# adrlab: every target installs what it needs first, so any of them works as the
+# first command typed on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Override to install a different torch build, e.g. TORCH_SPEC="torch==2.13.0 --index-url <your mirror>".
+TORCH_SPEC ?= torch==2.13.0
+SWEEP  ?= lambda_schedule
+WORKERS ?= 2
+ADR    ?=
+ARGS   ?=
+
+.PHONY: install run test lint sweep ui dashboard bench report adr clean
+
+install: $(STAMP)
+
+# A torch that the base interpreter can already import (say a CUDA build on a GPU
+# box) is kept by giving the venv access to system site-packages; otherwise the
+# pinned CPU build goes in before the project, so the project's unpinned `torch`
+# requirement is already satisfied and pip never pulls the multi-GB CUDA wheels.
+$(STAMP): pyproject.toml
+	@set -e; \
+	if [ ! -x $(BIN)/python ]; then \
+	  if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
+	    echo "adrlab: keeping the torch already importable by $(PYTHON)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi; \
+	if ! $(BIN)/python -c "import torch" >/dev/null 2>&1; then \
+	  echo "adrlab: installing $(TORCH_SPEC)"; \
+	  $(BIN)/pip install -q $(TORCH_SPEC); \
+	fi; \
+	$(BIN)/pip install -q -e ".[dev]"; \
+	touch $(STAMP)
+
+run: install
+	$(BIN)/adrlab run $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+sweep: install
+	$(BIN)/adrlab sweep $(SWEEP) --workers $(WORKERS) $(ARGS)
+
+ui: install
+	$(BIN)/adrlab ui
+
+dashboard: install
+	$(BIN)/adrlab dashboard $(SWEEP)
+
+bench: install
+	$(BIN)/adrlab bench $(ARGS)
+
+report: install
+	$(BIN)/adrlab report $(ARGS)
+
+adr: install
+	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002"; exit 2; fi
+	$(BIN)/adrlab adr run $(ADR) --workers $(WORKERS)
+	$(BIN)/adrlab report --adr $(ADR)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,653 @@
+"""Structured configs: the schema every composed run config is checked against.
+
+Each option of a config group (conf/<group>/<option>.yaml) extends a dataclass schema
+registered here, so an unknown key or a wrongly typed value fails at compose time.
+Ranges and cross-group compatibility are checked by `validate()`, which runs on the
+dataclass objects (OmegaConf.to_object calls each __post_init__).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config that composes but cannot run; the message says what is valid."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _one_of(group: str, key: str, value: Any, valid: tuple[str, ...]) -> None:
+    _check(value in valid, f"{group}.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _positive(group: str, key: str, value: float | int, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    _check(ok, f"{group}.{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _betas(group: str, key: str, betas: list[float]) -> None:
+    _check(
+        len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+        f"{group}.{key}={list(betas)!r} must be two numbers in [0, 1)",
+    )
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 3e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _positive("optimizer", "lr", self.lr)
+        _betas("optimizer", "betas", self.betas)
+        _positive("optimizer", "eps", self.eps)
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    name: str = "adamw"
+
+
+@dataclass
+class HybridConfig(OptimizerConfig):
+    """Optimizers that give hidden matrices a structured update and AdamW to the rest."""
+
+    ns_steps: int = 5
+    # AdamW group (embeddings, tied head, 1-D parameters); null means "same as the structured group".
+    adamw_lr: float | None = None
+    adamw_betas: list[float] | None = None
+    adamw_eps: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("optimizer", "ns_steps", self.ns_steps)
+        if self.adamw_lr is not None:
+            _positive("optimizer", "adamw_lr", self.adamw_lr)
+        if self.adamw_betas is not None:
+            _betas("optimizer", "adamw_betas", self.adamw_betas)
+
+
+MUON_ADJUST_LR = ("original", "match_rms_adamw")
+
+
+@dataclass
+class MuonConfig(HybridConfig):
+    name: str = "muon"
+    lr: float = 0.02
+    momentum: float = 0.95
+    nesterov: bool = True
+    adjust_lr: str = "original"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.momentum < 1.0, f"optimizer.momentum={self.momentum} must be in [0, 1)")
+        _one_of("optimizer", "adjust_lr", self.adjust_lr, MUON_ADJUST_LR)
+
+
+@dataclass
+class RMSuonConfig(HybridConfig):
+    name: str = "rmsuon"
+
+
+@dataclass
+class AdaRMSuonConfig(HybridConfig):
+    name: str = "ada_rmsuon"
+    # True: update = lr * E * O / ||O||_F (the normalisation the method's description states);
+    # False: update = lr * E * O (what the reference code ran). See docs/optimizers.md.
+    normalize: bool = True
+
+
+OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
+    "adamw": AdamWConfig,
+    "muon": MuonConfig,
+    "rmsuon": RMSuonConfig,
+    "ada_rmsuon": AdaRMSuonConfig,
+}
+# Optimizers whose every parameter has a second-moment estimate v̂ (needed by sqrt_v).
+OPTIMIZERS_WITH_V = ("adamw", "rmsuon", "ada_rmsuon")
+
+# --------------------------------------------------------------------------- regularizer
+
+DECAY_SCOPES = ("all", "no_1d", "matrices")
+
+
+@dataclass
+class RegularizerConfig:
+    name: str = MISSING
+    # all: every parameter; no_1d: skip norms/biases (nanoGPT); matrices: hidden 2-D weights only.
+    scope: str = "all"
+
+    def __post_init__(self) -> None:
+        _one_of("regularizer", "scope", self.scope, DECAY_SCOPES)
+
+
+@dataclass
+class NoRegularizerConfig(RegularizerConfig):
+    name: str = "none"
+
+
+@dataclass
+class L2Config(RegularizerConfig):
+    """Coupled: λθ is added to the gradient before the optimizer sees it."""
+
+    name: str = "l2"
+    weight_decay: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("regularizer", "weight_decay", self.weight_decay, allow_zero=True)
+
+
+@dataclass
+class DecoupledConfig(RegularizerConfig):
+    """θ ← θ(1 − η_t λ_t), outside the adaptive update."""
+
+    name: str = "decoupled"
+    weight_decay: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("regularizer", "weight_decay", self.weight_decay, allow_zero=True)
+
+
+TIMESCALE_UNITS = ("per_step", "lr_scaled")
+
+
+@dataclass
+class TimescaleConfig(RegularizerConfig):
+    """ADR-0001: λ = 1 − ε^(1/S), S = ceil(N/B), derived from the real train split at build time."""
+
+    name: str = "timescale"
+    epsilon: float = 1e-3
+    # per_step: θ ← (1 − λ)θ as the ADR derives it; lr_scaled: θ ← (1 − ηλ)θ as the reference code applied it.
+    units: str = "per_step"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 < self.epsilon < 1.0, f"regularizer.epsilon={self.epsilon} must be in (0, 1)")
+        _one_of("regularizer", "units", self.units, TIMESCALE_UNITS)
+
+
+@dataclass
+class SqrtVConfig(RegularizerConfig):
+    """ADR-0002 direct penalty: update += λ·√v̂ (scaled by the lr), replacing weight decay."""
+
+    name: str = "sqrt_v"
+    weight_decay: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("regularizer", "weight_decay", self.weight_decay, allow_zero=True)
+
+
+REGULARIZERS: dict[str, type[RegularizerConfig]] = {
+    "none": NoRegularizerConfig,
+    "l2": L2Config,
+    "decoupled": DecoupledConfig,
+    "timescale": TimescaleConfig,
+    "sqrt_v": SqrtVConfig,
+}
+
+# --------------------------------------------------------------------------- schedules
+
+
+@dataclass
+class LRScheduleConfig:
+    name: str = MISSING
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr_schedule", "warmup_steps", self.warmup_steps, allow_zero=True)
+
+
+@dataclass
+class ConstantLRConfig(LRScheduleConfig):
+    name: str = "constant"
+
+
+@dataclass
+class CosineLRConfig(LRScheduleConfig):
+    name: str = "cosine"
+    min_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.min_ratio <= 1.0, f"lr_schedule.min_ratio={self.min_ratio} must be in [0, 1]")
+
+
+@dataclass
+class LinearLRConfig(CosineLRConfig):
+    name: str = "linear"
+
+
+@dataclass
+class WSDLRConfig(CosineLRConfig):
+    """Warmup–stable–decay: constant, then linear decay over the last decay_fraction of steps."""
+
+    name: str = "wsd"
+    decay_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 < self.decay_fraction <= 1.0, "lr_schedule.decay_fraction must be in (0, 1]")
+
+
+@dataclass
+class InvSqrtLRConfig(LRScheduleConfig):
+    """η_s = η_max / √(1 + s/timescale)."""
+
+    name: str = "inv_sqrt"
+    timescale: float = 100.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("lr_schedule", "timescale", self.timescale)
+
+
+@dataclass
+class EMAInverseLRConfig(LRScheduleConfig):
+    """Seed 002, optimal for constant λ: η_s = η_max / (λ·η_max·s + 1)."""
+
+    name: str = "ema_inverse"
+    # λ in the formula; null takes the regularizer's λ (per-step units are converted to λ/η_max).
+    lam: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lam is not None:
+            _positive("lr_schedule", "lam", self.lam)
+
+
+@dataclass
+class EMAInvSqrtLRConfig(EMAInverseLRConfig):
+    """Seed 002, optimal when λ_s ∝ η_s: η_s = η_max / √(2·λ_max·η_max·s + 1)."""
+
+    name: str = "ema_inv_sqrt"
+
+
+LR_SCHEDULES: dict[str, type[LRScheduleConfig]] = {
+    "constant": ConstantLRConfig,
+    "cosine": CosineLRConfig,
+    "linear": LinearLRConfig,
+    "wsd": WSDLRConfig,
+    "inv_sqrt": InvSqrtLRConfig,
+    "ema_inverse": EMAInverseLRConfig,
+    "ema_inv_sqrt": EMAInvSqrtLRConfig,
+}
+
+
+@dataclass
+class WDScheduleConfig:
+    name: str = MISSING
+
+
+@dataclass
+class ConstantWDConfig(WDScheduleConfig):
+    name: str = "constant"
+
+
+@dataclass
+class FollowLRWDConfig(WDScheduleConfig):
+    """λ_t/λ_max = η_t/η_max."""
+
+    name: str = "follow_lr"
+
+
+@dataclass
+class DynamicWDConfig(WDScheduleConfig):
+    """Seed 004: full λ up to transition_steps, then max(min_ratio, decay_factor^progress)."""
+
+    name: str = "dynamic"
+    transition_steps: int = 1000
+    decay_factor: float = 0.7
+    min_ratio: float = 0.1
+    progress_cap: float = 2.0
+    # If set, transition_steps is stated for a run of this many steps and is rescaled to the
+    # actual run length (transition = round(transition_steps · total / reference_total_steps)).
+    reference_total_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("wd_schedule", "transition_steps", self.transition_steps)
+        _check(0.0 < self.decay_factor <= 1.0, "wd_schedule.decay_factor must be in (0, 1]")
+        _check(0.0 <= self.min_ratio <= 1.0, "wd_schedule.min_ratio must be in [0, 1]")
+        _positive("wd_schedule", "progress_cap", self.progress_cap)
+        if self.reference_total_steps is not None:
+            _positive("wd_schedule", "reference_total_steps", self.reference_total_steps)
+
+
+WD_SCHEDULES: dict[str, type[WDScheduleConfig]] = {
+    "constant": ConstantWDConfig,
+    "follow_lr": FollowLRWDConfig,
+    "dynamic": DynamicWDConfig,
+}
+
+# --------------------------------------------------------------------------- model, data
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    head_dim: int = 32
+    d_ff: int = 512
+    rope_theta: float = 1e4
+    qk_norm: bool = True
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_layers", "n_heads", "head_dim", "d_ff"):
+            _positive("model", key, getattr(self, key))
+        kv = self.n_kv_heads or self.n_heads
+        _check(self.n_heads % kv == 0, f"model.n_heads={self.n_heads} must be a multiple of n_kv_heads={kv}")
+        _check(self.head_dim % 2 == 0, "model.head_dim must be even (RoPE rotates pairs)")
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    seq_len: int = 64  # model inputs per sequence; each stored block holds seq_len + 1 tokens
+
+    def __post_init__(self) -> None:
+        _positive("data", "seq_len", self.seq_len)
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    """A seeded Markov source over a Zipf-like vocabulary; its entropy rate is computed exactly."""
+
+    name: str = "synthetic"
+    vocab_size: int = 512
+    order: int = 1
+    branching: int = 8
+    zipf_exponent: float = 1.1
+    train_tokens: int = 60_000
+    val_tokens: int = 16_384
+    source_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.vocab_size >= 4, "data.vocab_size must be >= 4")
+        _check(self.order in (1, 2), f"data.order={self.order} is not valid; choose 1 or 2")
+        _check(1 <= self.branching <= self.vocab_size, "data.branching must be in [1, vocab_size]")
+        _positive("data", "zipf_exponent", self.zipf_exponent, allow_zero=True)
+        _positive("data", "train_tokens", self.train_tokens)
+        _positive("data", "val_tokens", self.val_tokens)
+
+
+TOKENIZERS = ("word", "bpe", "byte")
+TEXT_MODES = ("chunk", "line")
+
+
+@dataclass
+class TextDataConfig(DataConfig):
+    """Real text: tokenized with a word-level vocabulary or a byte-level BPE trained on the train split."""
+
+    name: str = "text"
+    train_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+    tokenizer: str = "word"
+    vocab_size: int = 40479  # BPE target size; word-level keeps every word seen in train
+    min_frequency: int = 1
+    mode: str = "chunk"  # chunk: concatenate and cut; line: one line per block, padded
+    max_train_tokens: int | None = None
+    max_val_tokens: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of("data", "tokenizer", self.tokenizer, TOKENIZERS)
+        _one_of("data", "mode", self.mode, TEXT_MODES)
+        _positive("data", "vocab_size", self.vocab_size)
+
+
+@dataclass
+class WikiText2DataConfig(TextDataConfig):
+    name: str = "wikitext2"
+    # Directory with wiki.{train,valid,test}.raw or {train,valid,test}.txt; null searches
+    # $ADRLAB_DATA_DIR/wikitext-2, <project>/data/wikitext-2 and ../shared/data/wikitext-2.
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "valid"
+    # Fetch the raw files from the Hugging Face hub when no local copy is found.
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("train_split", "val_split"):
+            _one_of("data", key, getattr(self, key), ("train", "valid", "test"))
+
+
+DATASETS: dict[str, type[DataConfig]] = {
+    "synthetic": SyntheticDataConfig,
+    "text": TextDataConfig,
+    "wikitext2": WikiText2DataConfig,
+}
+
+# --------------------------------------------------------------------------- trainer, tracking
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16")
+PROGRESS = ("auto", "on", "off")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    max_steps_per_epoch: int | None = None
+    max_eval_batches: int | None = None
+    grad_clip: float = 1.0  # 0 turns clipping off
+    log_every: int = 10
+    device: str = "auto"
+    dtype: str = "float32"  # bfloat16 autocasts the forward pass on CUDA
+    threads: int = 0  # torch intra-op threads; 0 = all cores divided by ADRLAB_WORKERS
+    # Loss above this ends the run as diverged; null = 3·ln(vocab_size).
+    divergence_loss: float | None = None
+    checkpoint: bool = True
+    progress: str = "auto"  # auto: bars on a TTY only
+
+    def __post_init__(self) -> None:
+        _positive("trainer", "epochs", self.epochs)
+        _positive("trainer", "batch_size", self.batch_size)
+        _positive("trainer", "eval_batch_size", self.eval_batch_size)
+        _positive("trainer", "log_every", self.log_every)
+        _positive("trainer", "grad_clip", self.grad_clip, allow_zero=True)
+        _positive("trainer", "threads", self.threads, allow_zero=True)
+        if self.max_steps_per_epoch is not None:
+            _positive("trainer", "max_steps_per_epoch", self.max_steps_per_epoch)
+        if self.max_eval_batches is not None:
+            _positive("trainer", "max_eval_batches", self.max_eval_batches)
+        _one_of("trainer", "device", self.device, DEVICES)
+        _one_of("trainer", "dtype", self.dtype, DTYPES)
+        _one_of("trainer", "progress", self.progress, PROGRESS)
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db
+    uri: str | None = None
+    experiment: str = "adrlab"
+    run_name: str | None = None
+    log_steps: bool = True
+    # Reuse a FINISHED run with the same config hash and seed instead of training again.
+    reuse: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    data: Any = MISSING
+    optimizer: Any = MISSING
+    regularizer: Any = MISSING
+    lr_schedule: Any = MISSING
+    wd_schedule: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = 42
+    scale: str = "smoke"
+    # The named variant (ADR arm or preset) this run belongs to; logged as a tag.
+    arm: str | None = None
+    # false | true (resume the newest unfinished run with this config) | an MLflow run id
+    resume: str = "false"
+    # Where the embedded MLflow store, checkpoints and study journals live; relative paths
+    # are taken from the project root.
+    runs_dir: str = "runs"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "optimizer": OPTIMIZERS,
+    "regularizer": REGULARIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "wd_schedule": WD_SCHEDULES,
+    "data": DATASETS,
+}
+
+
+def register_configs() -> None:
+    """Register every schema so conf/<group>/<option>.yaml can extend `/schema/<group>/<option>`."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in GROUP_SCHEMAS.items():
+        for option, schema in options.items():
+            cs.store(group=f"schema/{group}", name=option, node=schema)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def project_root() -> Path:
+    """The checkout that holds conf/ (ADRLAB_ROOT overrides, for installed copies)."""
+    env = os.environ.get("ADRLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "conf" / "config.yaml").is_file():
+            return parent
+    cwd = Path.cwd().resolve()
+    for parent in (cwd, *cwd.parents):
+        if (parent / "conf" / "config.yaml").is_file():
+            return parent
+    raise ConfigError("cannot find the adrlab project (a folder with conf/config.yaml); set ADRLAB_ROOT")
+
+
+def conf_dir() -> Path:
+    return project_root() / "conf"
+
+
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """`+experiment=x` is accepted as a synonym of `experiment=x` (the group has a null default)."""
+    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """Compose conf/config.yaml with Hydra's Compose API, then validate it.
+
+    Raises ConfigError (or a Hydra/OmegaConf error, which the CLI turns into exit code 2).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=normalize_overrides(list(overrides or [])))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks (dataclass __post_init__) and the optimizer × regularizer × schedule table."""
+    for group, options in GROUP_SCHEMAS.items():
+        name = cfg[group].get("name")
+        _check(
+            name in options,
+            f"{group}.name={name!r} is not a known {group}; choose one of: {', '.join(options)}",
+        )
+    OmegaConf.to_object(cfg)  # instantiates the dataclasses: runs every __post_init__
+    check_compatibility(cfg)
+
+
+def check_compatibility(cfg: DictConfig) -> None:
+    opt, reg = cfg.optimizer.name, cfg.regularizer.name
+    if reg == "sqrt_v":
+        _check(
+            opt in OPTIMIZERS_WITH_V,
+            f"regularizer=sqrt_v penalises λ·√v̂, but optimizer={opt} keeps no second moment v̂; "
+            f"use it with optimizer in {{{', '.join(OPTIMIZERS_WITH_V)}}}, or pick regularizer in "
+            "{none, l2, decoupled, timescale} for muon",
+        )
+    if cfg.wd_schedule.name != "constant":
+        _check(
+            reg != "none",
+            f"wd_schedule={cfg.wd_schedule.name} scales λ over time, but regularizer=none has no λ; "
+            f"pick regularizer in {{{', '.join(r for r in REGULARIZERS if r != 'none')}}} "
+            "or wd_schedule=constant",
+        )
+    if cfg.lr_schedule.name in ("ema_inverse", "ema_inv_sqrt") and cfg.lr_schedule.get("lam") is None:
+        _check(
+            reg in ("l2", "decoupled", "timescale") and cfg.regularizer.get("weight_decay", 1.0) > 0,
+            f"lr_schedule={cfg.lr_schedule.name} needs λ > 0: set lr_schedule.lam, or use "
+            "regularizer in {decoupled, l2, timescale} with weight_decay > 0",
+        )
+    if cfg.data.name == "synthetic":
+        _check(
+            cfg.data.seq_len + 1 <= cfg.data.train_tokens,
+            "data.train_tokens must hold at least one sequence of seq_len + 1 tokens",
+        )
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a run's training config (seed included; tracking and resume excluded)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    for volatile in ("tracking", "resume", "runs_dir", "tags"):
+        container.pop(volatile, None)
+    container.get("trainer", {}).pop("progress", None)
+    container.get("trainer", {}).pop("threads", None)
+    blob = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """Dotted keys → values, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out

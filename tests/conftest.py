@@ -1,0 +1,41 @@
+"""Shared fixtures: every test gets its own runs folder (MLflow store, caches, journals)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests share 2 cores with each other and with whatever else runs: one thread each.
+torch.set_num_threads(1)
+os.environ.setdefault("ADRLAB_WORKERS", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"
+
+# A model and data small enough that a whole run takes a second or two.
+TINY = [
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.head_dim=16",
+    "model.d_ff=64",
+    "data.vocab_size=64",
+    "data.train_tokens=4096",
+    "data.val_tokens=1024",
+    "data.seq_len=32",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+    "trainer.log_every=2",
+    "trainer.progress=off",
+    "trainer.threads=1",
+]
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runs"
+    monkeypatch.setenv("ADRLAB_RUNS_DIR", str(path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return path
