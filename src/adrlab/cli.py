@@ -100,6 +100,76 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from adrlab.sweep.runner import run_sweep
+    from adrlab.sweep.spec import SpecError
+
+    try:
+        outcome = run_sweep(
+            args.spec,
+            workers=args.workers,
+            n_trials=args.n_trials,
+            storage=args.storage,
+            cli_overrides=args.overrides,
+            reuse=not args.no_reuse,
+            write_report=not args.no_report,
+        )
+    except SpecError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("adrlab: sweep interrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    bad = [c for c in outcome.exit_codes if c != 0]
+    print(
+        f"sweep {outcome.spec.name}: {outcome.counted}/{outcome.spec.n_trials} trials counted "
+        f"(storage {outcome.storage_url}, MLflow parent run {outcome.parent_run_id})"
+        + (f"; {len(bad)} worker(s) exited with errors {bad}" if bad else "")
+    )
+    return 0 if outcome.counted >= outcome.spec.n_trials and not bad else 1
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import os
+
+    from adrlab.sweep.runner import default_storage_url
+    from adrlab.sweep.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        return fail(str(exc))
+    storage = args.storage or default_storage_url(spec)
+    exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
+    print(f"adrlab: optuna-dashboard on http://127.0.0.1:{args.port}  (storage: {storage})")
+    os.execv(exe, [exe, storage, "--host", "127.0.0.1", "--port", str(args.port)])
+    return 0  # pragma: no cover
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.sweep:
+        from adrlab.sweep.report import write_sweep_report
+        from adrlab.sweep.spec import SpecError
+
+        try:
+            path = write_sweep_report(args.sweep, storage=args.storage)
+        except SpecError as exc:
+            return fail(str(exc))
+        except KeyError as exc:
+            return fail(f"no study {args.sweep!r} in the storage yet; run `adrlab sweep {args.sweep}` first ({exc})")
+        print(f"wrote {path}")
+        return 0
+    return not_yet("report (ADR verdicts)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from adrlab.bench import run_bench
+
+    path = run_bench(args.suite or ["framework", "optimizers"], args.reps)
+    print(path.read_text())
+    print(f"wrote {path} and {path.with_name('bench.json')}")
+    return 0
+
+
 def not_yet(name: str) -> int:
     return fail(f"`adrlab {name}` is not available yet in this version", code=EXIT_USAGE)
 
@@ -121,12 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
 
+    sweep = sub.add_parser("sweep", help="run (or resume) an Optuna study from sweeps/SPEC.yaml")
+    sweep.add_argument("spec", help="a name in sweeps/ (e.g. lambda_schedule) or a path to a spec YAML")
+    sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to the spec's base overrides")
+    sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, "
+                       "else one per CPU core)")
+    sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
+    sweep.add_argument("--storage", default=None, help="Optuna storage: a journal file path (default "
+                       "runs/optuna/NAME.journal) or an RDB URL such as postgresql://user@host/db")
+    sweep.add_argument("--no-reuse", action="store_true", help="retrain even when a finished run with the "
+                       "same config and seed exists")
+    sweep.add_argument("--no-report", action="store_true", help="do not write reports/sweeps/NAME at the end")
+    sweep.set_defaults(func=cmd_sweep)
+
+    dash = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study storage (127.0.0.1)")
+    dash.add_argument("spec")
+    dash.add_argument("--storage", default=None)
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(func=cmd_dashboard)
+
+    report = sub.add_parser("report", help="write reports: ADR verdicts (default) or a sweep's report")
+    report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
+    report.add_argument("--storage", default=None, help="the study's storage, if not the default")
+    report.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios side by side) → reports/bench/")
+    bench.add_argument("--suite", action="append", choices=["framework", "optimizers", "sweep"],
+                       help="which suites (default: framework and optimizers; sweep takes ~15 min)")
+    bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions per variant")
+    bench.set_defaults(func=cmd_bench)
+
     for name, text in (
-        ("sweep", "run an Optuna study from sweeps/NAME.yaml"),
         ("adr", "list, lint and run the experiments of ADRs"),
-        ("report", "evaluate ADR criteria and write verdicts and reports"),
-        ("bench", "benchmarks: framework and logging overhead, optimizer step cost"),
-        ("dashboard", "optuna-dashboard on a sweep's study storage"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)

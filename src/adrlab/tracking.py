@@ -191,12 +191,19 @@ def search_runs(
     ids = [e.experiment_id for name in experiments if (e := c.get_experiment_by_name(name)) is not None]
     if not ids:
         return pd.DataFrame()
+    # mlflow.search_runs reads the fluent tracking URI, and set_tracking_uri also exports
+    # MLFLOW_TRACKING_URI: restore both so this read never redirects later writes.
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
         frame = mlflow.search_runs(experiment_ids=ids, filter_string=filter_string, output_format="pandas")
     finally:
         mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
     if statuses is not None and not frame.empty:
         frame = frame[frame["status"].isin(list(statuses))]
     return frame.reset_index(drop=True)

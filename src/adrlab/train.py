@@ -39,6 +39,7 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     failure_reason: str | None = None
     reused_from: str | None = None
+    train_seconds: float = 0.0  # the epochs loop: steps, logging, eval, checkpoints (not setup)
 
     @property
     def best_val_ppl(self) -> float:
@@ -307,6 +308,7 @@ def train(
     tokens_per_step = batch_size * int(cfg.data.seq_len)
     result = RunResult(run_id=run_id, state="COMPLETE", epochs=list(history))
     model.train()
+    loop_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, int(cfg.trainer.epochs) + 1):
             epoch_start = time.perf_counter()
@@ -404,6 +406,7 @@ def train(
         logger.finish("FAILED")
         raise
 
+    result.train_seconds = time.perf_counter() - loop_start
     logger.tags({tracking.TAG_STATE: result.state, tracking.TAG_FAILURE: result.failure_reason})
     _log_summary(logger, cfg, result, derived)
     status = {"COMPLETE": "FINISHED", "DIVERGED": "FAILED", "PRUNED": "KILLED"}[result.state]

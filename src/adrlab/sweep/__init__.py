@@ -1,0 +1,1 @@
+"""Optuna sweeps: specs in sweeps/*.yaml, workers sharing one study, reports."""

@@ -1,0 +1,224 @@
+"""The study's report: reports/sweeps/<name>/README.md with its plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from adrlab import tracking  # noqa: E402
+from adrlab.config import compose, project_root  # noqa: E402
+from adrlab.mdtable import frame_to_markdown  # noqa: E402
+from adrlab.sweep.runner import ATTR_FAIL_REASON, TAG_SWEEP, TAG_TRIAL, default_storage_url, open_storage  # noqa: E402
+from adrlab.sweep.spec import SweepSpec, load_spec  # noqa: E402
+
+
+def report_dir(name: str) -> Path:
+    path = project_root() / "reports" / "sweeps" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        value = t.value if t.state == TrialState.COMPLETE else (t.intermediate_values[last] if last else math.nan)
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": value,
+                "epochs": len(t.intermediate_values),
+                "run_id": next((v for k, v in sorted(t.user_attrs.items()) if k.startswith("run_id_seed")), ""),
+                "reason": t.user_attrs.get(ATTR_FAIL_REASON, ""),
+                **{f"p:{k}": v for k, v in t.params.items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _lambda_key(spec: SweepSpec) -> str | None:
+    floats = [p for p in spec.space if p.type == "float"]
+    for p in floats:
+        if "weight_decay" in p.key or "lam" in p.key:
+            return p.key
+    return floats[0].key if floats else None
+
+
+def _category_keys(spec: SweepSpec) -> list[str]:
+    return [p.key for p in spec.space if p.type == "categorical"]
+
+
+def _label(row: pd.Series, keys: list[str]) -> str:
+    return " + ".join(str(row.get(f"p:{k}")) for k in keys if pd.notna(row.get(f"p:{k}"))) or "all"
+
+
+def plot_objective_vs_lambda(table: pd.DataFrame, spec: SweepSpec, path: Path) -> bool:
+    key = _lambda_key(spec)
+    if key is None or f"p:{key}" not in table:
+        return False
+    cats = _category_keys(spec)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    data = table[table["value"].notna() & table["state"].isin(["COMPLETE", "PRUNED"])].copy()
+    data["group"] = data.apply(lambda r: _label(r, cats), axis=1)
+    for group, rows in data.groupby("group"):
+        done = rows[rows["state"] == "COMPLETE"]
+        pruned = rows[rows["state"] == "PRUNED"]
+        sc = ax.scatter(done[f"p:{key}"], done["value"], label=group, s=28)
+        ax.scatter(pruned[f"p:{key}"], pruned["value"], facecolors="none", edgecolors=sc.get_facecolor(), s=28)
+    ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{spec.statistic} {spec.metric}")
+    ax.set_title(f"{spec.name}: objective vs {key} (hollow = pruned, last reported value)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_learning_curves(spec: SweepSpec, table: pd.DataFrame, path: Path, top: int = 5) -> bool:
+    done = table[table["state"] == "COMPLETE"].sort_values("value", ascending=spec.direction == "minimize")
+    done = done.head(top)
+    if done.empty:
+        return False
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for _, row in done.iterrows():
+        if not row["run_id"]:
+            continue
+        hist = tracking.metric_history(uri, row["run_id"], [spec.metric])
+        if hist.empty:
+            continue
+        ax.plot(hist["step"], hist["value"], marker="o", ms=3, label=f"#{row['trial']} {_label(row, spec.keys)}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(spec.metric)
+    ax.set_title(f"{spec.name}: learning curves of the top {len(done)} trials")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _optuna_plot(fn, study: optuna.Study, path: Path) -> bool:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax = fn(study)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return False  # e.g. importances need at least two completed trials with varying params
+    ax.figure.set_size_inches(7, 4.5)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
+    return True
+
+
+def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
+    """Per schedule: the best objective and the λ range whose trials come within 5% of it."""
+    key = _lambda_key(spec)
+    done = table[table["state"] == "COMPLETE"]
+    if key is None or done.empty:
+        return []
+    cats = _category_keys(spec)
+    done = done.assign(group=done.apply(lambda r: _label(r, cats), axis=1))
+    best_overall = done["value"].min() if spec.direction == "minimize" else done["value"].max()
+    lines = [
+        f"| {' + '.join(cats) or 'all'} | trials | best | λ at best | λ range within 5% of this best | "
+        "worst / best |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for group, rows in sorted(done.groupby("group"), key=lambda g: g[1]["value"].min()):
+        best_row = rows.loc[rows["value"].idxmin() if spec.direction == "minimize" else rows["value"].idxmax()]
+        best = best_row["value"]
+        near = rows[(rows["value"] - best).abs() <= 0.05 * abs(best)]
+        lam = near[f"p:{key}"]
+        worst = rows["value"].max() if spec.direction == "minimize" else rows["value"].min()
+        lines.append(
+            f"| {group} | {len(rows)} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
+            f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |"
+        )
+    lines.append("")
+    lines.append(f"Best overall: {best_overall:.4g}. A wide λ range within 5% means the result is insensitive "
+                 "to λ there; a worst/best ratio far above 1 means λ matters.")
+    return lines
+
+
+def write_sweep_report(
+    name: str, *, storage: str | None = None, cli_overrides: list[str] | None = None
+) -> Path:
+    spec = load_spec(name, cli_overrides)
+    storage_url = storage or default_storage_url(spec)
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(storage_url))
+    table = trials_table(study)
+    out = report_dir(spec.name)
+    plots: list[tuple[str, str]] = []
+    from optuna.visualization import matplotlib as ovm
+
+    if _optuna_plot(ovm.plot_optimization_history, study, out / "history.png"):
+        plots.append(("Optimisation history", "history.png"))
+    if plot_objective_vs_lambda(table, spec, out / "objective_vs_lambda.png"):
+        plots.append(("Objective vs λ, coloured by schedule", "objective_vs_lambda.png"))
+    if _optuna_plot(ovm.plot_param_importances, study, out / "importance.png"):
+        plots.append(("Parameter importances (fANOVA)", "importance.png"))
+    if plot_learning_curves(spec, table, out / "curves.png"):
+        plots.append(("Learning curves of the top trials", "curves.png"))
+
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    lines = [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
+        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
+        f"- storage: `{storage_url}`; MLflow experiment: `{spec.experiment}`",
+        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        "",
+    ]
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        overrides = spec.overrides_for(best.params)
+        lines += [
+            "## Best trial",
+            "",
+            f"Trial #{best.number}: **{best.value:.4g}** ({spec.statistic} {spec.metric}).",
+            "",
+            *[f"- `{k}` = {v}" for k, v in best.params.items()],
+            "",
+            "Reproduce: `adrlab run " + " ".join(overrides) + "`",
+            "",
+        ]
+    else:
+        lines += ["## Best trial", "", "No trial has completed yet.", ""]
+    sens = sensitivity_lines(table, spec)
+    if sens:
+        lines += ["## Sensitivity to λ", "", *sens, ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for title, file in plots:
+            lines += [f"### {title}", "", f"![{title}]({file})", ""]
+    if not table.empty:
+        cols = ["trial", "state", "value", "epochs", *[c for c in table.columns if c.startswith("p:")], "run_id",
+                "reason"]
+        shown = table[cols].copy()
+        shown["run_id"] = shown["run_id"].astype(str).str[:8]
+        shown.columns = [c.removeprefix("p:") for c in shown.columns]
+        lines += ["## Trials", "", frame_to_markdown(shown), ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+

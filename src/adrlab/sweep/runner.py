@@ -1,0 +1,415 @@
+"""Optuna driven directly: one study in shared storage, N worker processes, each
+ask → compose → train (report/prune per epoch) → tell, through `adrlab.train.train`.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from adrlab import tracking
+from adrlab.config import compose
+from adrlab.sweep.spec import SweepSpec, load_spec
+from adrlab.train import Pruned, train
+
+TAG_SWEEP = "adrlab.sweep"
+TAG_TRIAL = "adrlab.trial"
+TAG_STORAGE = "adrlab.storage"
+TAG_SWEEP_PARENT = "adrlab.sweep_parent"
+ATTR_WORKER = "worker"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_RETRY_OF = "retry_of"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def default_storage_url(spec: SweepSpec) -> str:
+    path = tracking.runs_dir() / "optuna" / f"{spec.name}.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def is_rdb(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB URLs (postgresql://, mysql://) get heartbeats and a retry of stale trials;
+    anything else is a journal file, which is safe for many processes on one machine."""
+    if is_rdb(url):
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=int(os.environ.get("ADRLAB_HEARTBEAT_INTERVAL", "5")),
+            grace_period=int(os.environ.get("ADRLAB_HEARTBEAT_GRACE", "20")),
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = url.removeprefix("file://")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def create_or_load_study(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        direction=spec.direction,
+        sampler=spec.make_sampler(),
+        pruner=spec.make_pruner(),
+        load_if_exists=True,
+    )
+    for point in spec.enqueue:
+        study.enqueue_trial(point, skip_if_exists=True)
+    return study
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experiment: str) -> list[int]:
+    """Trials left RUNNING by a killed worker end FAIL, their parameters are enqueued again,
+    and their MLflow runs are marked KILLED. Returns the trial numbers recovered.
+
+    RDB storage: the heartbeat decides (optuna.storages.fail_stale_trials; its retry callback
+    re-enqueues). Journal storage (one machine): a RUNNING trial whose worker pid on this host
+    is gone is dead; so is one with no worker recorded, since no worker of ours runs yet.
+    """
+    recovered: list[int] = []
+    host = socket.gethostname()
+    if is_rdb(storage_url):
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        recovered = sorted(before - after)
+    else:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = str(trial.user_attrs.get(ATTR_WORKER, ""))
+            owner_host, _, owner_pid = owner.rpartition(":")
+            if owner and (owner_host != host or (owner_pid.isdigit() and pid_alive(int(owner_pid)))):
+                continue
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "worker died")
+            study.enqueue_trial(dict(trial.params), user_attrs={ATTR_RETRY_OF: trial.number})
+            recovered.append(trial.number)
+    if recovered:
+        mark_runs_killed(uri, experiment, study.study_name, recovered)
+    return recovered
+
+
+def reconcile_runs(study: optuna.Study, uri: str, experiment: str) -> list[int]:
+    """MLflow child runs still RUNNING whose trial is no longer running were killed with their
+    worker (e.g. a heartbeat retry on PostgreSQL): mark them KILLED instead of leaving them RUNNING."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    runs = tracking.search_runs(uri, [experiment], f"tags.`{TAG_SWEEP}` = '{study.study_name}'", statuses=["RUNNING"])
+    if runs.empty or f"tags.{TAG_TRIAL}" not in runs:
+        return []
+    stale = sorted({int(n) for n in runs[f"tags.{TAG_TRIAL}"].dropna() if int(n) not in running})
+    if stale:
+        mark_runs_killed(uri, experiment, study.study_name, stale)
+    return stale
+
+
+def mark_runs_killed(uri: str, experiment: str, sweep: str, numbers: list[int]) -> None:
+    runs = tracking.search_runs(uri, [experiment], f"tags.`{TAG_SWEEP}` = '{sweep}'", statuses=["RUNNING"])
+    if runs.empty:
+        return
+    c = tracking.client(uri)
+    for _, row in runs.iterrows():
+        if str(row.get(f"tags.{TAG_TRIAL}")) in {str(n) for n in numbers}:
+            run_id = row["run_id"]
+            tracking.with_retry(lambda run_id=run_id: c.set_tag(run_id, tracking.TAG_STATE, "KILLED"))
+            tracking.with_retry(lambda run_id=run_id: c.set_tag(run_id, tracking.TAG_FAILURE, "worker died"))
+            tracking.with_retry(lambda run_id=run_id: c.set_terminated(run_id, status="KILLED"))
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that used their budget: complete, pruned, or failed by divergence (not kills)."""
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state == TrialState.FAIL and str(t.user_attrs.get(ATTR_FAIL_REASON, "")).startswith("diverged"):
+            n += 1
+    return n
+
+
+def budget_spent(study: optuna.Study, n_trials: int) -> bool:
+    """Done when n_trials are counted and no retried (enqueued) trial still waits."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return counted_trials(study) >= n_trials and not waiting
+
+
+def stop_at(n_trials: int):
+    def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if budget_spent(study, n_trials):
+            study.stop()
+
+    return callback
+
+
+def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for p in spec.space:  # conditions refer to earlier categorical parameters
+        if not p.is_active(values):
+            continue
+        if p.type == "categorical":
+            values[p.key] = trial.suggest_categorical(p.key, p.choices)
+        elif p.type == "int":
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+    return values
+
+
+@dataclass
+class TrialContext:
+    spec: SweepSpec
+    storage_url: str
+    parent_run_id: str | None
+    reuse: bool
+
+
+def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
+    spec = ctx.spec
+    trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    values = suggest(trial, spec)
+    overrides = spec.overrides_for(
+        values, [f"tracking.experiment={spec.experiment}", f"tracking.reuse={str(ctx.reuse).lower()}"]
+    )
+    tags = {**spec.tags, TAG_SWEEP: spec.name, TAG_TRIAL: str(trial.number), TAG_STORAGE: ctx.storage_url}
+    objectives: list[float] = []
+    for i, seed in enumerate(spec.seeds):
+        cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
+        seed = int(cfg.seed)
+        reported: list[dict[str, float]] = []
+
+        def on_epoch(epoch: int, metrics: dict[str, float], prune: bool = i == 0) -> None:
+            reported.append(metrics)
+            if not prune:
+                return
+            value = spec.objective_of(reported)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise Pruned(f"{spec.pruner['name']} pruner at epoch {epoch}: {spec.metric}={value:.4g}")
+
+        result = train(cfg, epoch_callback=on_epoch, parent_run_id=ctx.parent_run_id, extra_tags=tags)
+        trial.set_user_attr(f"run_id_seed{seed}", result.run_id)
+        if result.reused_from:
+            trial.set_user_attr(f"reused_seed{seed}", result.reused_from)
+            if i == 0:
+                for row in result.epochs:
+                    trial.report(spec.objective_of([e for e in result.epochs if e["epoch"] <= row["epoch"]]),
+                                 int(row["epoch"]))
+        if result.state == "PRUNED":
+            _tag_run(cfg, result.run_id, "prune_reason", result.failure_reason or "")
+            raise optuna.TrialPruned(result.failure_reason)
+        if result.state == "DIVERGED":
+            trial.set_user_attr(ATTR_FAIL_REASON, f"diverged: {result.failure_reason}")
+            return math.nan  # Optuna records NaN as FAIL; the study goes on
+        objectives.append(spec.objective_of(result.epochs))
+    return statistics.fmean(objectives)
+
+
+def _tag_run(cfg, run_id: str, key: str, value: str) -> None:
+    c = tracking.client(tracking.tracking_uri(cfg))
+    tracking.with_retry(lambda: c.set_tag(run_id, key, value))
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def worker_main(
+    spec_ref: str,
+    cli_overrides: list[str],
+    n_trials: int,
+    storage_url: str,
+    parent_run_id: str | None,
+    worker_index: int,
+    n_workers: int,
+    gpu: int | None,
+    reuse: bool,
+) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["ADRLAB_WORKERS"] = "1"
+    else:
+        os.environ["ADRLAB_WORKERS"] = str(n_workers)
+    os.environ.setdefault("ADRLAB_QUIET", "1")
+    spec = load_spec(spec_ref, cli_overrides, n_trials)
+    study = optuna.load_study(
+        study_name=spec.name,
+        storage=open_storage(storage_url),
+        sampler=spec.make_sampler(seed_offset=worker_index),
+        pruner=spec.make_pruner(),
+    )
+    if budget_spent(study, n_trials):
+        return
+    ctx = TrialContext(spec, storage_url, parent_run_id, reuse)
+    study.optimize(
+        lambda trial: run_trial(trial, ctx),
+        callbacks=[stop_at(n_trials)],
+        gc_after_trial=False,
+        show_progress_bar=False,
+    )
+
+
+@dataclass
+class SweepOutcome:
+    spec: SweepSpec
+    storage_url: str
+    parent_run_id: str
+    recovered: list[int]
+    counted: int
+    exit_codes: list[int]
+
+
+def ensure_parent_run(uri: str, experiment_id: str, spec: SweepSpec, storage_url: str) -> str:
+    runs = tracking.search_runs(
+        uri, [spec.experiment], f"tags.`{TAG_SWEEP_PARENT}` = '{spec.name}' and tags.`{TAG_STORAGE}` = '{storage_url}'"
+    )
+    c = tracking.client(uri)
+    if not runs.empty:
+        run_id = str(runs.sort_values("start_time").iloc[0]["run_id"])
+        tracking.with_retry(lambda: c.update_run(run_id, status="RUNNING"))
+        return run_id
+    run = tracking.with_retry(
+        lambda: c.create_run(
+            experiment_id,
+            tags={TAG_SWEEP_PARENT: spec.name, TAG_SWEEP: spec.name, TAG_STORAGE: storage_url},
+            run_name=f"sweep {spec.name}",
+        )
+    )
+    logger = tracking.RunLogger(uri, run.info.run_id)
+    logger.params(
+        {
+            "sweep.spec": str(spec.path),
+            "sweep.overrides": " ".join(spec.overrides),
+            "sweep.sampler": spec.sampler["name"],
+            "sweep.pruner": spec.pruner["name"],
+            "sweep.n_trials": spec.n_trials,
+            "sweep.objective": f"{spec.statistic} {spec.metric} ({spec.direction})",
+            "sweep.seeds": ",".join(map(str, spec.seeds)),
+            "sweep.space": ", ".join(spec.keys),
+        }
+    )
+    return run.info.run_id
+
+
+def default_workers() -> tuple[int, list[int | None]]:
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        gpus = 0
+    if gpus:
+        return gpus, list(range(gpus))
+    return max(1, os.cpu_count() or 1), []
+
+
+def run_sweep(
+    spec_ref: str,
+    *,
+    workers: int | None = None,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    cli_overrides: list[str] | None = None,
+    reuse: bool = True,
+    write_report: bool = True,
+) -> SweepOutcome:
+    spec = load_spec(spec_ref, cli_overrides, n_trials)
+    storage_url = storage or default_storage_url(spec)
+    study = create_or_load_study(spec, open_storage(storage_url))
+    # Created here, before any worker starts: concurrent creation races in MLflow.
+    cfg = compose(spec.overrides)
+    uri = tracking.tracking_uri(cfg)
+    experiment_id = tracking.ensure_experiment(uri, spec.experiment, cfg)
+    recovered = recover_dead_trials(study, storage_url, uri, spec.experiment)
+    parent = ensure_parent_run(uri, experiment_id, spec, storage_url)
+
+    n_default, gpus = default_workers()
+    n_workers = workers or n_default
+    done_before = counted_trials(study)
+    _say(f"sweep {spec.name}: {done_before}/{spec.n_trials} trials done; {n_workers} worker(s); storage {storage_url}"
+         + (f"; recovered killed trial(s) {recovered}" if recovered else ""))
+    context = mp.get_context("spawn")
+    procs = []
+    for i in range(n_workers):
+        gpu = gpus[i % len(gpus)] if gpus else None
+        args = (str(spec.path), list(cli_overrides or []), spec.n_trials, storage_url, parent, i, n_workers, gpu, reuse)
+        proc = context.Process(target=worker_main, args=args, name=f"adrlab-sweep-{i}")
+        proc.start()
+        procs.append(proc)
+    try:
+        _wait_with_progress(procs, study, spec.n_trials)
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()
+        raise
+    codes = [proc.exitcode if proc.exitcode is not None else -1 for proc in procs]
+    if any(code != 0 for code in codes):
+        recovered += recover_dead_trials(study, storage_url, uri, spec.experiment)
+    reconcile_runs(study, uri, spec.experiment)
+    counted = counted_trials(study)
+    c = tracking.client(uri)
+    status = "FINISHED" if budget_spent(study, spec.n_trials) else "FAILED"
+    tracking.with_retry(lambda: c.set_terminated(parent, status=status))
+    outcome = SweepOutcome(spec, storage_url, parent, recovered, counted, codes)
+    if write_report:
+        from adrlab.sweep.report import write_sweep_report
+
+        path = write_sweep_report(spec.name, storage=storage_url, cli_overrides=cli_overrides)
+        _say(f"sweep {spec.name}: report {path}")
+    return outcome
+
+
+def _wait_with_progress(procs: list, study: optuna.Study, n_trials: int) -> None:
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() and not os.environ.get("ADRLAB_QUIET")
+    bar = tqdm(total=n_trials, desc="trials", disable=not show, dynamic_ncols=True)
+    seen = 0
+    while any(p.is_alive() for p in procs):
+        time.sleep(1.0)
+        try:
+            now = counted_trials(study)
+        except Exception:  # storage busy for a moment; the next poll will do
+            continue
+        bar.update(max(0, now - seen))
+        seen = max(seen, now)
+    for p in procs:
+        p.join()
+    bar.close()
+
+
+def _say(text: str) -> None:
+    print(f"adrlab: {text}", file=sys.stderr)
