@@ -1,0 +1,180 @@
+"""Per-run statistics and seed aggregation against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from adrlab.adr import stats
+from adrlab.adr.document import Statistic
+from adrlab.adr.stats import RunSeries, Side
+
+EPOCHS = [1, 2, 3, 4, 5]
+PPL = [10.0, 8.0, 6.0, 7.0, 9.0]
+
+
+def series(values: list[float] = PPL, x: list[float] | None = None, **kw: object) -> RunSeries:
+    return RunSeries.from_points(x or list(range(1, len(values) + 1)), values, **kw)  # type: ignore[arg-type]
+
+
+def test_epoch_statistics_min_mode() -> None:
+    s = series()
+    assert stats.value_at_epoch(s, 2) == 8.0
+    assert math.isnan(stats.value_at_epoch(s, 9))  # a finished run that lacks the epoch
+    assert stats.mean_over_epochs(s, 2, 4) == pytest.approx(7.0)  # (8 + 6 + 7) / 3
+    assert stats.best(s) == 6.0
+    assert stats.final(s) == 9.0
+    assert stats.final_over_best(s) == pytest.approx(1.5)
+    assert stats.epoch_of_best(s) == 3.0
+    # x = 1..5 (mean 3), y mean 8: sum(dx*dy) = -4 + 0 + 0 - 1 + 2 = -3, sum(dx^2) = 10
+    assert stats.slope(s) == pytest.approx(-0.3)
+    assert stats.slope(s, 1, 3) == pytest.approx(-2.0)
+    assert stats.slope(s, 3, 5) == pytest.approx(1.5)
+
+
+def test_epoch_statistics_max_mode() -> None:
+    s = series(mode="max")
+    assert stats.best(s) == 10.0
+    assert stats.epoch_of_best(s) == 1.0
+    assert stats.final_over_best(s) == pytest.approx(0.9)
+
+
+def test_unsorted_and_duplicate_points() -> None:
+    s = RunSeries.from_points([3, 1, 2, 3], [6.0, 10.0, 8.0, 5.0])
+    assert list(s.x) == [1.0, 2.0, 3.0]
+    assert list(s.y) == [10.0, 8.0, 5.0]  # a resumed run's repeated epoch keeps the last value
+
+
+def test_cv_and_window() -> None:
+    s = series([1.0, 2.0, 3.0, 4.0], x=[10, 20, 30, 40])
+    # mean 2.5, population std sqrt(1.25)
+    assert stats.cv(s) == pytest.approx(math.sqrt(1.25) / 2.5)
+    # steps 20..40: [2, 3, 4], mean 3, std sqrt(2/3)
+    assert stats.cv(s, 20, 40) == pytest.approx(math.sqrt(2 / 3) / 3)
+    assert math.isnan(stats.cv(s, 40, 40))
+
+
+def test_max_spike() -> None:
+    s = series([1.0, 1.0, 1.0, 5.0, 1.0])
+    # trailing medians (window 3, current point included): 1, 1, 1, 1, 1 -> spike 5/1 - 1
+    assert stats.max_spike(s, window=3) == pytest.approx(4.0)
+    assert stats.max_spike(s) == pytest.approx(4.0)  # default window 20
+    # [2, 4]: medians 2, 3 -> 0 and 4/3 - 1
+    assert stats.max_spike(series([2.0, 4.0])) == pytest.approx(1 / 3)
+    # window restricted to the steady part
+    assert stats.max_spike(s, window=3, start=1, end=3) == 0.0
+    # decreasing losses have no spike above the median
+    assert stats.max_spike(series([5.0, 4.0, 3.0])) == 0.0
+
+
+def test_run_statistic_dispatch() -> None:
+    s = series()
+    assert stats.run_statistic(s, Statistic("final")) == 9.0
+    assert stats.run_statistic(s, Statistic("value_at_epoch", {"epoch": 3})) == 6.0
+    assert stats.run_statistic(s, Statistic("mean_over_epochs", {"start": 1, "end": 2})) == 9.0
+    assert stats.run_statistic(s, Statistic("slope", {"start": 1, "end": 3})) == pytest.approx(-2.0)
+    assert stats.run_statistic(s, Statistic("max_spike", {"window": 2})) == pytest.approx(
+        9 / 8 - 1
+    )  # medians 10, 9, 7, 6.5, 8
+    with pytest.raises(ValueError):
+        stats.run_statistic(s, Statistic("spread", {"over": "a", "kind": "ratio"}, Statistic("best")))
+
+
+def test_diverged_run_counts_as_worst() -> None:
+    # Diverged after epoch 2 of 5: later epochs are +inf for mode min.
+    s = RunSeries.from_points([1, 2], [10.0, 8.0], diverged=True, grid=EPOCHS)
+    assert list(s.x) == [1, 2, 3, 4, 5]
+    assert stats.final(s) == math.inf
+    assert stats.final_over_best(s) == math.inf
+    assert stats.best(s) == 8.0  # the best it did reach is real
+    assert stats.value_at_epoch(s, 2) == 8.0
+    assert stats.value_at_epoch(s, 4) == math.inf
+    assert stats.value_at_epoch(s, 12) == math.inf  # beyond the grid, still worst
+    assert stats.mean_over_epochs(s, 1, 2) == pytest.approx(9.0)
+    assert stats.mean_over_epochs(s, 1, 3) == math.inf
+    assert stats.slope(s) == math.inf
+    m = RunSeries.from_points([1, 2], [0.5, 0.6], mode="max", diverged=True, grid=EPOCHS)
+    assert stats.final(m) == -math.inf
+    assert stats.final_over_best(m) == -math.inf
+    assert stats.slope(m) == -math.inf
+
+
+def test_diverged_step_series_and_nan_values() -> None:
+    s = RunSeries.from_points([10, 20, 30], [1.0, 2.0, float("nan")], diverged=True)
+    assert s.y[-1] == math.inf  # a NaN loss is the worst value
+    assert stats.cv(s) == math.inf
+    assert stats.max_spike(s) == math.inf
+    # a step window ending after the divergence also counts the missing tail as worst
+    t = RunSeries.from_points([10, 20], [1.0, 2.0], diverged=True)
+    assert stats.cv(t, 10, 100) == math.inf
+    assert stats.cv(t, 10, 20) == pytest.approx(0.5 / 1.5)
+
+
+def test_diverged_before_first_value() -> None:
+    s = RunSeries.from_points([], [], diverged=True, grid=EPOCHS)
+    assert stats.final(s) == math.inf and stats.best(s) == math.inf
+
+
+def test_spread_point_estimate() -> None:
+    groups = {0.1: [2.0, 4.0], 0.5: [6.0]}  # seed means 3 and 6
+    assert stats.spread(groups, "ratio") == pytest.approx(2.0)
+    assert stats.spread(groups, "range") == pytest.approx(3.0)
+
+
+def test_bootstrap_mean_is_deterministic_and_covers_estimate() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    a = stats.mean_interval(values)
+    b = stats.mean_interval(values)
+    assert a == b
+    assert a.estimate == pytest.approx(2.5)
+    assert 1.0 <= a.low <= 2.5 <= a.high <= 4.0
+    assert a.low < a.high
+
+
+def test_bootstrap_degenerate_and_relation() -> None:
+    same = stats.mean_interval([3.0, 3.0, 3.0])
+    assert (same.estimate, same.low, same.high) == (3.0, 3.0, 3.0)
+    ratio = stats.bootstrap_interval(Side.plain([2.0, 2.0]), Side.plain([4.0, 4.0]), "ratio")
+    assert (ratio.estimate, ratio.low, ratio.high) == (0.5, 0.5, 0.5)
+    diff = stats.bootstrap_interval(Side.plain([2.0, 2.0]), Side.plain([4.0, 4.0]), "difference")
+    assert (diff.estimate, diff.low, diff.high) == (-2.0, -2.0, -2.0)
+    # arms resampled independently: the interval of a ratio lies within the extreme ratios
+    r = stats.bootstrap_interval(Side.plain([1.0, 2.0]), Side.plain([4.0, 8.0]), "ratio")
+    assert r.estimate == pytest.approx(1.5 / 6.0)
+    assert 1 / 8 <= r.low <= r.estimate <= r.high <= 2 / 4
+
+
+def test_bootstrap_spread() -> None:
+    side = Side.spread([[2.0, 2.0], [6.0, 6.0]], "ratio")
+    iv = stats.bootstrap_interval(side)
+    assert (iv.estimate, iv.low, iv.high) == (3.0, 3.0, 3.0)
+    rng_side = Side.spread([[2.0, 4.0], [6.0, 6.0]], "range")
+    iv = stats.bootstrap_interval(rng_side)
+    assert iv.estimate == pytest.approx(3.0)
+    assert 2.0 <= iv.low <= 3.0 <= iv.high <= 4.0
+
+
+def test_bootstrap_with_infinities_does_not_crash() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning either
+        iv = stats.mean_interval([1.0, math.inf])
+        assert iv.estimate == math.inf
+        assert iv.low == 1.0 and iv.high == math.inf  # P(both draws finite) = 1/4 > 2.5%
+        all_inf = stats.mean_interval([math.inf, math.inf])
+        assert (all_inf.estimate, all_inf.low, all_inf.high) == (math.inf, math.inf, math.inf)
+        # inf / inf is undefined: estimate NaN, interval unbounded rather than shortened
+        undefined = stats.bootstrap_interval(Side.plain([math.inf]), Side.plain([math.inf]), "ratio")
+        assert math.isnan(undefined.estimate)
+        assert (undefined.low, undefined.high) == (-math.inf, math.inf)
+        mixed = stats.bootstrap_interval(Side.plain([1.0, 1.0]), Side.plain([math.inf, 2.0]), "ratio")
+        assert mixed.estimate == 0.0 and mixed.low == 0.0 and mixed.high == pytest.approx(0.5)
+        empty = stats.mean_interval([])
+        assert math.isnan(empty.estimate)
+
+
+def test_worst() -> None:
+    assert stats.worst("min") == math.inf and stats.worst("max") == -math.inf
+    assert np.isinf(series([1.0, float("nan")], mode="max").y[-1])
