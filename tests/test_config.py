@@ -16,7 +16,18 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "group", ["optimizer", "regularizer", "lr_schedule", "wd_schedule", "model", "data", "trainer", "tracking", "scale"]
+    "group",
+    [
+        "optimizer",
+        "regularizer",
+        "lr_schedule",
+        "wd_schedule",
+        "model",
+        "data",
+        "trainer",
+        "tracking",
+        "scale",
+    ],
 )
 def test_every_option_composes(group: str) -> None:
     for option in options(group):

@@ -62,18 +62,47 @@ def children(spec_name: str) -> list:
 @pytest.mark.parametrize(
     "changes, fragment",
     [
-        ({"space": {"optimizer.nope": {"type": "float", "low": 0.1, "high": 1}}}, "space.optimizer.nope: no such config path"),
-        ({"space": {"regularizer.weight_decay": {"type": "float", "low": 1, "high": 0.1}}}, "low=1.0 must be < high=0.1"),
-        ({"space": {"regularizer.weight_decay": {"type": "float", "low": 0, "high": 1, "log": True}}}, "log range needs low > 0"),
-        ({"sampler": {"name": "annealing"}}, "sampler.name='annealing' is not valid; choose one of: tpe, random, grid, gp"),
+        (
+            {"space": {"optimizer.nope": {"type": "float", "low": 0.1, "high": 1}}},
+            "space.optimizer.nope: no such config path",
+        ),
+        (
+            {"space": {"regularizer.weight_decay": {"type": "float", "low": 1, "high": 0.1}}},
+            "low=1.0 must be < high=0.1",
+        ),
+        (
+            {"space": {"regularizer.weight_decay": {"type": "float", "low": 0, "high": 1, "log": True}}},
+            "log range needs low > 0",
+        ),
+        (
+            {"sampler": {"name": "annealing"}},
+            "sampler.name='annealing' is not valid; choose one of: tpe, random, grid, gp",
+        ),
         ({"pruner": {"name": "patient"}}, "pruner.name='patient' is not valid"),
-        ({"space": {"lr_schedule": {"type": "categorical", "choices": ["constant", "nope"]}}}, "unknown option(s) ['nope']"),
-        ({"objective": {"metric": "val_ppl", "statistic": "median"}}, "objective.statistic='median' is not valid"),
+        (
+            {"space": {"lr_schedule": {"type": "categorical", "choices": ["constant", "nope"]}}},
+            "unknown option(s) ['nope']",
+        ),
+        (
+            {"objective": {"metric": "val_ppl", "statistic": "median"}},
+            "objective.statistic='median' is not valid",
+        ),
         ({"space": {"x": {"type": "gaussian"}}}, "space.x.type='gaussian' is not valid"),
         ({"n_trails": 3}, "unknown key(s) ['n_trails']"),
-        ({"space": {"wd_schedule": {"type": "categorical", "choices": ["constant", "dynamic"]},
-                    "wd_schedule.decay_factor": {"type": "float", "low": 0.5, "high": 0.9,
-                                                 "when": {"wd_schedule": "follow"}}}}, "never takes ['follow']"),
+        (
+            {
+                "space": {
+                    "wd_schedule": {"type": "categorical", "choices": ["constant", "dynamic"]},
+                    "wd_schedule.decay_factor": {
+                        "type": "float",
+                        "low": 0.5,
+                        "high": 0.9,
+                        "when": {"wd_schedule": "follow"},
+                    },
+                }
+            },
+            "never takes ['follow']",
+        ),
     ],
 )
 def test_spec_errors_name_the_key(tmp_path, runs_dir, changes, fragment) -> None:
@@ -86,7 +115,12 @@ def test_conditional_path_is_checked_in_its_condition(tmp_path, runs_dir) -> Non
     space = {
         "regularizer": {"type": "categorical", "choices": ["decoupled"]},
         "wd_schedule": {"type": "categorical", "choices": ["constant", "dynamic"]},
-        "wd_schedule.decay_factor": {"type": "float", "low": 0.5, "high": 0.9, "when": {"wd_schedule": "dynamic"}},
+        "wd_schedule.decay_factor": {
+            "type": "float",
+            "low": 0.5,
+            "high": 0.9,
+            "when": {"wd_schedule": "dynamic"},
+        },
     }
     spec = load_spec(str(write_spec(tmp_path, "cond", space=space)))
     assert spec.space[2].when == {"wd_schedule": ["dynamic"]}
@@ -141,7 +175,11 @@ def test_pruning_prunes_a_clearly_bad_trial(tmp_path, runs_dir) -> None:
             "optimizer.lr": {"type": "float", "low": 1e-7, "high": 1e-2, "log": True},
         },
         pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
-        enqueue=[{**good, "optimizer.lr": 3e-3}, {**good, "optimizer.lr": 2e-3}, {**good, "optimizer.lr": 1e-7}],
+        enqueue=[
+            {**good, "optimizer.lr": 3e-3},
+            {**good, "optimizer.lr": 2e-3},
+            {**good, "optimizer.lr": 1e-7},
+        ],
     )
     run_sweep(str(path), workers=1, write_report=False)
     trials = load(path).trials
@@ -163,8 +201,10 @@ def test_cache_reuses_finished_runs_visibly(tmp_path, runs_dir) -> None:
     runs = tracking.search_runs(uri, ["sweep-shared"]).set_index(f"tags.{TAG_SWEEP}")
     runs = runs[runs[f"tags.{TAG_TRIAL}"].notna()]
     assert runs.loc["second", f"tags.{tracking.TAG_REUSED_FROM}"] == runs.loc["first", "run_id"]
-    assert runs.loc["third"].get(f"tags.{tracking.TAG_REUSED_FROM}") is None or \
-        str(runs.loc["third", f"tags.{tracking.TAG_REUSED_FROM}"]) == "nan"
+    assert (
+        runs.loc["third"].get(f"tags.{tracking.TAG_REUSED_FROM}") is None
+        or str(runs.loc["third", f"tags.{tracking.TAG_REUSED_FROM}"]) == "nan"
+    )
 
 
 def _kill_one_worker_mid_trial(path: Path, storage: str | None, extra_env: dict[str, str]) -> int:
@@ -201,8 +241,11 @@ def _check_recovered(path: Path, storage: str | None, killed: int, before: set[t
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 6
     assert before <= {(t.number, t.value) for t in complete}  # no completed trial lost
-    retried = [t for t in complete if t.user_attrs.get(ATTR_RETRY_OF) == killed
-               or t.system_attrs.get("failed_trial") == killed]
+    retried = [
+        t
+        for t in complete
+        if t.user_attrs.get(ATTR_RETRY_OF) == killed or t.system_attrs.get("failed_trial") == killed
+    ]
     assert retried and retried[0].params == study.trials[killed].params
     runs = children(load_spec(str(path)).name)
     killed_run = runs[runs[f"tags.{TAG_TRIAL}"] == str(killed)].iloc[0]
@@ -211,7 +254,9 @@ def _check_recovered(path: Path, storage: str | None, killed: int, before: set[t
 
 
 def test_sigkill_a_worker_then_rerun_journal(tmp_path, runs_dir) -> None:
-    path = write_spec(tmp_path, "killj", n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]})
+    path = write_spec(
+        tmp_path, "killj", n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]}
+    )
     killed = _kill_one_worker_mid_trial(path, None, {"ADRLAB_RUNS_DIR": str(runs_dir)})
     before = {(t.number, t.value) for t in load(path).trials if t.state == TrialState.COMPLETE}
     outcome = run_sweep(str(path), workers=2, write_report=False)
@@ -220,23 +265,41 @@ def test_sigkill_a_worker_then_rerun_journal(tmp_path, runs_dir) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not POSTGRES, reason="set ADRLAB_TEST_POSTGRES_URL (CI starts PostgreSQL via .ci/postgres.sh)")
+@pytest.mark.skipif(
+    not POSTGRES, reason="set ADRLAB_TEST_POSTGRES_URL (CI starts PostgreSQL via .ci/postgres.sh)"
+)
 def test_two_workers_and_sigkill_on_postgres(tmp_path, runs_dir, monkeypatch) -> None:
     import sqlalchemy
 
     name = f"pg{os.getpid()}"
     engine = sqlalchemy.create_engine(POSTGRES)
     with engine.begin() as conn:  # a fresh schema-less start: drop Optuna's tables from earlier runs
-        for table in ("trial_heartbeats", "trial_intermediate_values", "trial_values", "trial_user_attributes",
-                      "trial_system_attributes", "trial_params", "trials", "study_user_attributes",
-                      "study_system_attributes", "study_directions", "studies", "version_info", "alembic_version"):
+        for table in (
+            "trial_heartbeats",
+            "trial_intermediate_values",
+            "trial_values",
+            "trial_user_attributes",
+            "trial_system_attributes",
+            "trial_params",
+            "trials",
+            "study_user_attributes",
+            "study_system_attributes",
+            "study_directions",
+            "studies",
+            "version_info",
+            "alembic_version",
+        ):
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     engine.dispose()
     monkeypatch.setenv("ADRLAB_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("ADRLAB_HEARTBEAT_GRACE", "3")
-    path = write_spec(tmp_path, name, n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]})
+    path = write_spec(
+        tmp_path, name, n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]}
+    )
     killed = _kill_one_worker_mid_trial(
-        path, POSTGRES, {"ADRLAB_RUNS_DIR": str(runs_dir), "ADRLAB_HEARTBEAT_INTERVAL": "1", "ADRLAB_HEARTBEAT_GRACE": "3"}
+        path,
+        POSTGRES,
+        {"ADRLAB_RUNS_DIR": str(runs_dir), "ADRLAB_HEARTBEAT_INTERVAL": "1", "ADRLAB_HEARTBEAT_GRACE": "3"},
     )
     before = {(t.number, t.value) for t in load(path, POSTGRES).trials if t.state == TrialState.COMPLETE}
     time.sleep(4)  # let the heartbeat of the killed trial go stale

@@ -24,13 +24,32 @@ def test_smoke_run_lands_in_mlflow(runs_dir) -> None:
     assert run.info.status == "FINISHED"
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["optimizer.name"] == "rmsuon" and params["regularizer.weight_decay"] == "0.1"
-    for key in ("steps_per_epoch", "lambda", "per_step_decay", "tau_iter", "tau_epoch", "predicted_weight_rms",
-                "entropy_floor_ppl"):
+    for key in (
+        "steps_per_epoch",
+        "lambda",
+        "per_step_decay",
+        "tau_iter",
+        "tau_epoch",
+        "predicted_weight_rms",
+        "entropy_floor_ppl",
+    ):
         assert f"derived.{key}" in params, key
     assert tags[tracking.TAG_ARM] == "unit" and tags[tracking.TAG_SEED] == "42"
     assert len(tags[tracking.TAG_CONFIG_HASH]) == 16 and tags[tracking.TAG_STATE] == "COMPLETE"
-    for key in ("val_loss", "val_ppl", "epoch_time", "train_loss", "lr", "wd", "grad_norm", "update_rms",
-                "weight_rms", "tokens_per_s", "energy_mean", "energy_max"):
+    for key in (
+        "val_loss",
+        "val_ppl",
+        "epoch_time",
+        "train_loss",
+        "lr",
+        "wd",
+        "grad_norm",
+        "update_rms",
+        "weight_rms",
+        "tokens_per_s",
+        "energy_mean",
+        "energy_max",
+    ):
         assert key in metrics, key
     assert math.isclose(metrics["val_ppl"], math.exp(metrics["val_loss"]), rel_tol=1e-9)
     steps = tracking.metric_history(uri, result.run_id, ["train_loss"])

@@ -50,7 +50,9 @@ def bare_loop(overrides: list[str]) -> float:
     model = Transformer(cfg.model, vocab_size=data.vocab_size)
     decay = resolve_decay(cfg, steps)
     optimizer = build_optimizer(model, cfg, decay)
-    schedule = build_schedule(cfg, total_steps=steps * cfg.trainer.epochs, base_lr=float(cfg.optimizer.lr), decay=decay)
+    schedule = build_schedule(
+        cfg, total_steps=steps * cfg.trainer.epochs, base_lr=float(cfg.optimizer.lr), decay=decay
+    )
     device = torch.device("cpu")
     start = time.perf_counter()
     step = 0
@@ -202,10 +204,18 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
                     ["bare PyTorch loop (s)", m["bare"], "", ""],
                     ["adrlab train() (s)", m["adrlab"], "", ""],
                     ["adrlab without per-step logging (s)", m["adrlab_no_step_logging"], "", ""],
-                    ["framework overhead vs bare", f"{f['framework_overhead']:+.1%}", "≤ +5%",
-                     "yes" if f["framework_overhead"] <= 0.05 else "NO"],
-                    ["MLflow per-step logging overhead", f"{f['logging_overhead']:+.1%}", "≤ +2%",
-                     "yes" if f["logging_overhead"] <= 0.02 else "NO"],
+                    [
+                        "framework overhead vs bare",
+                        f"{f['framework_overhead']:+.1%}",
+                        "≤ +5%",
+                        "yes" if f["framework_overhead"] <= 0.05 else "NO",
+                    ],
+                    [
+                        "MLflow per-step logging overhead",
+                        f"{f['logging_overhead']:+.1%}",
+                        "≤ +2%",
+                        "yes" if f["logging_overhead"] <= 0.02 else "NO",
+                    ],
                     ["tokens/s", f["tokens_per_s"], "", ""],
                     ["matmul peak (GFLOP/s, fp32, same threads)", f["matmul_peak_gflops"], "", ""],
                     ["model FLOP utilisation", f"{f['mfu']:.1%}", "", ""],
@@ -215,18 +225,40 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         ]
     if "optimizers" in results:
         o = results["optimizers"]
-        rows = [[k, v["seconds"] * 1e3, f"{v['ratio_vs_adamw']:.2f}×", "yes" if v["ratio_vs_adamw"] <= 1.3 else "NO"]
-                for k, v in o["whole_step"].items()]
-        lines += ["## Whole training step by optimizer (smoke model, same batch)", "",
-                  markdown_table(["optimizer", "ms/step", "vs adamw", "≤ 1.3×"], rows), ""]
+        rows = [
+            [
+                k,
+                v["seconds"] * 1e3,
+                f"{v['ratio_vs_adamw']:.2f}×",
+                "yes" if v["ratio_vs_adamw"] <= 1.3 else "NO",
+            ]
+            for k, v in o["whole_step"].items()
+        ]
+        lines += [
+            "## Whole training step by optimizer (smoke model, same batch)",
+            "",
+            markdown_table(["optimizer", "ms/step", "vs adamw", "≤ 1.3×"], rows),
+            "",
+        ]
         alone = o["step_alone_paper_matrices"]
         shapes = list(next(iter(alone.values())))
         rows = [[k, *[v[s] * 1e3 for s in shapes]] for k, v in alone.items()]
-        lines += ["## Optimizer step alone on paper-size matrices (ms)", "",
-                  markdown_table(["optimizer", *shapes], rows), ""]
+        lines += [
+            "## Optimizer step alone on paper-size matrices (ms)",
+            "",
+            markdown_table(["optimizer", *shapes], rows),
+            "",
+        ]
     for key in ("sweep", "workers"):
         if key in results:
-            lines += [f"## {key}", "", "```json", json.dumps(results[key], indent=2, default=float), "```", ""]
+            lines += [
+                f"## {key}",
+                "",
+                "```json",
+                json.dumps(results[key], indent=2, default=float),
+                "```",
+                "",
+            ]
     path = out_dir / "README.md"
     path.write_text("\n".join(lines))
     return path

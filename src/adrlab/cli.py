@@ -36,7 +36,9 @@ def describe_config_error(exc: BaseException) -> str:
         head = str(exc).split("\n")[0]
         if "Could not override" in head:
             key = head.split("'")[1] if "'" in head else head
-            return f"{key} is not a setting of this config group (unknown key); check the spelling or the group"
+            return (
+                f"{key} is not a setting of this config group (unknown key); check the spelling or the group"
+            )
         return f"{head}: {detail}" if detail else head
     return str(exc).split("\n")[0]
 
@@ -91,8 +93,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from adrlab import tracking
 
     uri = tracking.tracking_uri(None)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
     if uri.startswith("sqlite"):
         cmd += ["--default-artifact-root", tracking.artifact_root(None)]
     print(f"adrlab: mlflow ui on http://127.0.0.1:{args.port}  (store: {uri})")
@@ -155,10 +167,58 @@ def cmd_report(args: argparse.Namespace) -> int:
         except SpecError as exc:
             return fail(str(exc))
         except KeyError as exc:
-            return fail(f"no study {args.sweep!r} in the storage yet; run `adrlab sweep {args.sweep}` first ({exc})")
+            return fail(
+                f"no study {args.sweep!r} in the storage yet; run `adrlab sweep {args.sweep}` first ({exc})"
+            )
         print(f"wrote {path}")
         return 0
-    return not_yet("report (ADR verdicts)")
+    from adrlab.adr.document import AdrError
+    from adrlab.adr.report import run_report
+
+    try:
+        return run_report(args.adr, scale=args.scale, check=args.check, force=args.force)
+    except AdrError as exc:
+        return fail(str(exc))
+
+
+def cmd_adr(args: argparse.Namespace) -> int:
+    from adrlab.adr.document import AdrError, parse_adr
+    from adrlab.adr.lint import lint
+    from adrlab.adr.runs import adr_dir, all_adr_paths, run_experiments
+
+    if args.adr_command == "lint":
+        messages = lint(args.paths or [adr_dir()])
+        for message in messages:
+            print(message)
+        errors = sum(1 for m in messages if m.severity == "error")
+        print(f"{len(messages)} message(s), {errors} error(s)")
+        return 1 if errors else 0
+    if args.adr_command == "list":
+        for path in all_adr_paths():
+            try:
+                adr = parse_adr(path)
+            except AdrError as exc:
+                print(f"{path.name}: error: {exc}")
+                continue
+            verdicts = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in adr.text.splitlines()
+                    if line.startswith("- Verdicts:")
+                ),
+                "no verdict yet",
+            )
+            print(f"ADR-{adr.number}  {adr.status:<11} {verdicts:<50} {adr.title}")
+        return 0
+    try:
+        ran = run_experiments(args.id, scale=args.scale, workers=args.workers)
+    except AdrError as exc:
+        return fail(str(exc))
+    print(
+        f"ADR {args.id}: trained {len(ran['jobs'])} run(s); sweeps {ran['sweeps'] or 'none'}; "
+        f"now `adrlab report --adr {args.id}`"
+    )
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -168,10 +228,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(path.read_text())
     print(f"wrote {path} and {path.with_name('bench.json')}")
     return 0
-
-
-def not_yet(name: str) -> int:
-    return fail(f"`adrlab {name}` is not available yet in this version", code=EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,13 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run (or resume) an Optuna study from sweeps/SPEC.yaml")
     sweep.add_argument("spec", help="a name in sweeps/ (e.g. lambda_schedule) or a path to a spec YAML")
     sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to the spec's base overrides")
-    sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, "
-                       "else one per CPU core)")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: one per GPU, else one per CPU core)",
+    )
     sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
-    sweep.add_argument("--storage", default=None, help="Optuna storage: a journal file path (default "
-                       "runs/optuna/NAME.journal) or an RDB URL such as postgresql://user@host/db")
-    sweep.add_argument("--no-reuse", action="store_true", help="retrain even when a finished run with the "
-                       "same config and seed exists")
+    sweep.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage: a journal file path (default "
+        "runs/optuna/NAME.journal) or an RDB URL such as postgresql://user@host/db",
+    )
+    sweep.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="retrain even when a finished run with the same config and seed exists",
+    )
     sweep.add_argument("--no-report", action="store_true", help="do not write reports/sweeps/NAME at the end")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -210,23 +277,46 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(func=cmd_dashboard)
 
-    report = sub.add_parser("report", help="write reports: ADR verdicts (default) or a sweep's report")
+    report = sub.add_parser(
+        "report",
+        help="judge ADR criteria, write verdict blocks and reports/ (or a sweep's report with --sweep)",
+    )
+    report.add_argument("--adr", default=None, help="only this ADR (e.g. 0002); default: all of adr/")
+    report.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a verdict block is stale or was edited by hand (for CI)",
+    )
+    report.add_argument(
+        "--force", action="store_true", help="overwrite a verdict block that was edited by hand"
+    )
+    report.add_argument("--scale", default="smoke", help="which experiments' runs to judge (default smoke)")
     report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
     report.add_argument("--storage", default=None, help="the study's storage, if not the default")
     report.set_defaults(func=cmd_report)
 
+    adr = sub.add_parser("adr", help="list, lint and run the experiments of ADRs")
+    adr_sub = adr.add_subparsers(dest="adr_command", metavar="ADR_COMMAND", required=True)
+    adr_sub.add_parser("list", help="id, status, verdicts and title of every ADR")
+    lint_p = adr_sub.add_parser(
+        "lint", help="schema errors (file:line) and prose FLAGs without machine criteria"
+    )
+    lint_p.add_argument("paths", nargs="*", help="ADR files or folders (default adr/)")
+    run_p = adr_sub.add_parser("run", help="train the runs an ADR still needs (missing arm × seed, sweeps)")
+    run_p.add_argument("id", help="e.g. 0002")
+    run_p.add_argument("--workers", type=int, default=None)
+    run_p.add_argument("--scale", default="smoke")
+    adr.set_defaults(func=cmd_adr)
+
     bench = sub.add_parser("bench", help="benchmarks (ratios side by side) → reports/bench/")
-    bench.add_argument("--suite", action="append", choices=["framework", "optimizers", "sweep"],
-                       help="which suites (default: framework and optimizers; sweep takes ~15 min)")
+    bench.add_argument(
+        "--suite",
+        action="append",
+        choices=["framework", "optimizers", "sweep"],
+        help="which suites (default: framework and optimizers; sweep takes ~15 min)",
+    )
     bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions per variant")
     bench.set_defaults(func=cmd_bench)
-
-    for name, text in (
-        ("adr", "list, lint and run the experiments of ADRs"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda args, name=name: not_yet(name))
     return parser
 
 
@@ -241,4 +331,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

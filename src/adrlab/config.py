@@ -627,10 +627,10 @@ def check_compatibility(cfg: DictConfig) -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of a run's training config (seed included; tracking and resume excluded)."""
+    """Identity of a run's training config (seed included; labels, tracking and resume excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    for volatile in ("tracking", "resume", "runs_dir", "tags"):
+    for volatile in ("tracking", "resume", "runs_dir", "tags", "arm"):  # labels, not training settings
         container.pop(volatile, None)
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)

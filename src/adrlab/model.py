@@ -158,5 +158,7 @@ class Transformer(nn.Module):
         """Training FLOPs per token (forward + backward ≈ 3× forward), attention included."""
         n_matmul = sum(p.numel() for n, p in self.named_parameters() if self.param_roles()[n] == "matrix")
         head = self.vocab_size * self.cfg.d_model
-        attn = 2 * self.cfg.n_layers * seq_len * self.cfg.n_heads * self.cfg.head_dim  # QK^T and AV, causal half
+        attn = (
+            2 * self.cfg.n_layers * seq_len * self.cfg.n_heads * self.cfg.head_dim
+        )  # QK^T and AV, causal half
         return 6.0 * (n_matmul + head) + 6.0 * attn

@@ -177,18 +177,20 @@ def _param_text(value: Any) -> str:
 
 def search_runs(
     uri: str,
-    experiments: Iterable[str],
+    experiments: Iterable[str] | None,
     filter_string: str = "",
     statuses: Iterable[str] | None = None,
 ) -> pd.DataFrame:
-    """Runs of the named experiments as a pandas frame (params.*, metrics.*, tags.* columns).
-
-    Experiments that do not exist yield no rows rather than an error.
+    """Runs of the named experiments (None: all of them) as a pandas frame (params.*,
+    metrics.*, tags.* columns). Experiments that do not exist yield no rows, not an error.
     """
     import mlflow
 
     c = client(uri)
-    ids = [e.experiment_id for name in experiments if (e := c.get_experiment_by_name(name)) is not None]
+    if experiments is None:
+        ids = [e.experiment_id for e in with_retry(c.search_experiments)]
+    else:
+        ids = [e.experiment_id for name in experiments if (e := c.get_experiment_by_name(name)) is not None]
     if not ids:
         return pd.DataFrame()
     # mlflow.search_runs reads the fluent tracking URI, and set_tracking_uri also exports
@@ -213,7 +215,9 @@ def metric_history(uri: str, run_id: str, keys: Iterable[str]) -> pd.DataFrame:
     """Long frame (metric, step, value) of the given metrics for one run."""
     c = client(uri)
     rows = [
-        (key, m.step, m.value) for key in keys for m in with_retry(lambda key=key: c.get_metric_history(run_id, key))
+        (key, m.step, m.value)
+        for key in keys
+        for m in with_retry(lambda key=key: c.get_metric_history(run_id, key))
     ]
     frame = pd.DataFrame(rows, columns=["metric", "step", "value"])
     return frame.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)

@@ -21,7 +21,13 @@ from adrlab import tracking
 from adrlab.config import config_hash, flatten
 from adrlab.data import TokenData, build_data
 from adrlab.model import Transformer
-from adrlab.optim import build_optimizer, derived_params, group_hyperparams, resolve_decay, set_step_hyperparams
+from adrlab.optim import (
+    build_optimizer,
+    derived_params,
+    group_hyperparams,
+    resolve_decay,
+    set_step_hyperparams,
+)
 from adrlab.schedules import build_schedule
 
 # Called after each epoch with (epoch, epoch metrics); may raise Pruned to stop the run early.
@@ -69,7 +75,9 @@ def pick_device(cfg: DictConfig) -> torch.device:
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
+        raise RuntimeError(
+            "trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto"
+        )
     return torch.device(wanted)
 
 
@@ -77,7 +85,10 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int | None) -> 
     """Summed next-token cross-entropy over non-pad targets, and how many targets counted."""
     ignore = -100 if pad_id is None else pad_id
     total = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore, reduction="sum"
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=ignore,
+        reduction="sum",
     )
     count = targets.numel() if pad_id is None else int((targets != pad_id).sum())
     return total, count
@@ -133,6 +144,15 @@ def grad_norm(model: torch.nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
 
 
+def applied_decay(mode: str, hyper: dict[str, float]) -> float:
+    """The multiplicative shrink θ ← (1 − d)θ the main group received this step (0 if none)."""
+    if mode == "per_step":
+        return hyper["wd"]
+    if mode == "decoupled":
+        return hyper["lr"] * hyper["wd"]
+    return 0.0
+
+
 def divergence_bound(cfg: DictConfig, vocab_size: int) -> float:
     if cfg.trainer.divergence_loss is not None:
         return float(cfg.trainer.divergence_loss)
@@ -183,10 +203,11 @@ def find_resumable(uri: str, experiment: str, chash: str, cfg: DictConfig) -> st
     return None
 
 
-def find_reusable(uri: str, experiment: str, chash: str) -> str | None:
+def find_reusable(uri: str, chash: str) -> str | None:
+    """A FINISHED, complete run with this config hash in any experiment of the store."""
     runs = tracking.search_runs(
         uri,
-        [experiment],
+        None,
         f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'",
         statuses=["FINISHED"],
     )
@@ -249,7 +270,7 @@ def train(
         else:
             run_id = str(cfg.resume)
     if run_id is None and cfg.tracking.reuse:
-        cached = find_reusable(uri, cfg.tracking.experiment, chash)
+        cached = find_reusable(uri, chash)
         if cached is not None:
             return _record_reuse(uri, experiment_id, cfg, cached, tags)
 
@@ -293,8 +314,11 @@ def train(
         logger = tracking.RunLogger(uri, run_id)
     else:
         run = tracking.with_retry(
-            lambda: c.create_run(experiment_id, tags={k: str(v) for k, v in tags.items() if v is not None},
-                                 run_name=cfg.tracking.run_name or cfg.arm)
+            lambda: c.create_run(
+                experiment_id,
+                tags={k: str(v) for k, v in tags.items() if v is not None},
+                run_name=cfg.tracking.run_name or cfg.arm,
+            )
         )
         run_id = run.info.run_id
         logger = tracking.RunLogger(uri, run_id)
@@ -319,7 +343,9 @@ def train(
             for step_in_epoch in range(steps_per_epoch):
                 idx = order[step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]
                 batch = data.train[idx].to(device, non_blocking=True)
-                set_step_hyperparams(optimizer, schedule.lr_multiplier(global_step), schedule.wd_multiplier(global_step))
+                set_step_hyperparams(
+                    optimizer, schedule.lr_multiplier(global_step), schedule.wd_multiplier(global_step)
+                )
                 global_step += 1
                 log_now = global_step % log_every == 0 or global_step == 1
                 with autocast(cfg, device):
@@ -339,19 +365,25 @@ def train(
                 interval_tokens += tokens_per_step
                 if not math.isfinite(loss_value) or loss_value > bound:
                     result.state = "DIVERGED"
-                    result.failure_reason = "nan_loss" if not math.isfinite(loss_value) else "loss_above_bound"
-                    logger.metrics({"train_loss": loss_value if math.isfinite(loss_value) else 1e30}, global_step)
+                    result.failure_reason = (
+                        "nan_loss" if not math.isfinite(loss_value) else "loss_above_bound"
+                    )
+                    logger.metrics(
+                        {"train_loss": loss_value if math.isfinite(loss_value) else 1e30}, global_step
+                    )
                     break
                 loss_sum += loss_value
                 loss_steps += 1
                 if log_now and cfg.tracking.log_steps:
                     elapsed = time.perf_counter() - interval_start
+                    hyper = group_hyperparams(optimizer)
                     point = {
                         "train_loss": loss_value,
                         "grad_norm": gnorm,
                         "weight_rms": matrix_rms(model),
                         "tokens_per_s": interval_tokens / max(elapsed, 1e-9),
-                        **group_hyperparams(optimizer),
+                        "decay": applied_decay(decay.mode, hyper),
+                        **hyper,
                         **getattr(optimizer, "last_stats", {}),
                     }
                     logger.metrics(point, global_step)
@@ -416,14 +448,19 @@ def train(
     return result
 
 
-def _record_reuse(uri: str, experiment_id: str, cfg: DictConfig, source: str, tags: dict[str, Any]) -> RunResult:
+def _record_reuse(
+    uri: str, experiment_id: str, cfg: DictConfig, source: str, tags: dict[str, Any]
+) -> RunResult:
     """A cache hit: a new, visibly tagged run that points at the finished run it reuses."""
     c = tracking.client(uri)
     epochs = epochs_of(uri, source)
     tags = {**tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
     run = tracking.with_retry(
-        lambda: c.create_run(experiment_id, tags={k: str(v) for k, v in tags.items() if v is not None},
-                             run_name=cfg.tracking.run_name or cfg.arm)
+        lambda: c.create_run(
+            experiment_id,
+            tags={k: str(v) for k, v in tags.items() if v is not None},
+            run_name=cfg.tracking.run_name or cfg.arm,
+        )
     )
     logger = tracking.RunLogger(uri, run.info.run_id)
     logger.params(flatten(cfg))
@@ -471,7 +508,9 @@ def summary_markdown(cfg: DictConfig, result: RunResult, derived: dict[str, Any]
     return "\n".join(lines)
 
 
-def _log_summary(logger: tracking.RunLogger, cfg: DictConfig, result: RunResult, derived: dict[str, Any]) -> None:
+def _log_summary(
+    logger: tracking.RunLogger, cfg: DictConfig, result: RunResult, derived: dict[str, Any]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "summary.md"
         path.write_text(summary_markdown(cfg, result, derived))

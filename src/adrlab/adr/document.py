@@ -25,7 +25,7 @@ ROLES: tuple[str, ...] = ("primary", "secondary", "flag")
 COMPARES: tuple[str, ...] = ("<", "<=", ">", ">=")
 RELATIONS: tuple[str, ...] = ("ratio", "difference")
 MODES: tuple[str, ...] = ("min", "max")
-SPREAD_KINDS: tuple[str, ...] = ("ratio", "range")
+SPREAD_KINDS: tuple[str, ...] = ("ratio", "range", "min", "max")
 
 # Statistic name -> (required parameters, optional parameters). Parameters are validated
 # by `_validate_statistic`; the computations live in adrlab.adr.stats.

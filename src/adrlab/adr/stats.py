@@ -224,11 +224,12 @@ def _mean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
 
 
 def spread_of(means: np.ndarray, kind: str, axis: int = 0) -> np.ndarray | float:
-    """max/min (``ratio``) or max−min (``range``) of group means along ``axis``."""
+    """Across the swept values' group means: max/min (``ratio``), max−min (``range``), or the
+    best value over the sweep (``min`` / ``max``: a comparison at equal tuning budget)."""
     hi = np.max(means, axis=axis)
     lo = np.min(means, axis=axis)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = hi / lo if kind == "ratio" else hi - lo
+        out = {"ratio": lambda: hi / lo, "range": lambda: hi - lo, "min": lambda: lo, "max": lambda: hi}[kind]()
     return float(out) if np.ndim(out) == 0 else out
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
 
-from adrlab import tracking  # noqa: E402
-from adrlab.config import compose, project_root  # noqa: E402
-from adrlab.mdtable import frame_to_markdown  # noqa: E402
-from adrlab.sweep.runner import ATTR_FAIL_REASON, TAG_SWEEP, TAG_TRIAL, default_storage_url, open_storage  # noqa: E402
-from adrlab.sweep.spec import SweepSpec, load_spec  # noqa: E402
+from adrlab import tracking
+from adrlab.config import compose, project_root
+from adrlab.mdtable import frame_to_markdown
+from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage
+from adrlab.sweep.spec import SweepSpec, load_spec
 
 
 def report_dir(name: str) -> Path:
@@ -30,14 +30,18 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         last = max(t.intermediate_values) if t.intermediate_values else None
-        value = t.value if t.state == TrialState.COMPLETE else (t.intermediate_values[last] if last else math.nan)
+        value = (
+            t.value if t.state == TrialState.COMPLETE else (t.intermediate_values[last] if last else math.nan)
+        )
         rows.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
                 "value": value,
                 "epochs": len(t.intermediate_values),
-                "run_id": next((v for k, v in sorted(t.user_attrs.items()) if k.startswith("run_id_seed")), ""),
+                "run_id": next(
+                    (v for k, v in sorted(t.user_attrs.items()) if k.startswith("run_id_seed")), ""
+                ),
                 "reason": t.user_attrs.get(ATTR_FAIL_REASON, ""),
                 **{f"p:{k}": v for k, v in t.params.items()},
             }
@@ -73,7 +77,9 @@ def plot_objective_vs_lambda(table: pd.DataFrame, spec: SweepSpec, path: Path) -
         done = rows[rows["state"] == "COMPLETE"]
         pruned = rows[rows["state"] == "PRUNED"]
         sc = ax.scatter(done[f"p:{key}"], done["value"], label=group, s=28)
-        ax.scatter(pruned[f"p:{key}"], pruned["value"], facecolors="none", edgecolors=sc.get_facecolor(), s=28)
+        ax.scatter(
+            pruned[f"p:{key}"], pruned["value"], facecolors="none", edgecolors=sc.get_facecolor(), s=28
+        )
     ax.set_xscale("log")
     ax.set_xlabel(key)
     ax.set_ylabel(f"{spec.statistic} {spec.metric}")
@@ -98,7 +104,9 @@ def plot_learning_curves(spec: SweepSpec, table: pd.DataFrame, path: Path, top: 
         hist = tracking.metric_history(uri, row["run_id"], [spec.metric])
         if hist.empty:
             continue
-        ax.plot(hist["step"], hist["value"], marker="o", ms=3, label=f"#{row['trial']} {_label(row, spec.keys)}")
+        ax.plot(
+            hist["step"], hist["value"], marker="o", ms=3, label=f"#{row['trial']} {_label(row, spec.keys)}"
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(spec.metric)
     ax.set_title(f"{spec.name}: learning curves of the top {len(done)} trials")
@@ -140,7 +148,9 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
         "|---|---:|---:|---:|---|---:|",
     ]
     for group, rows in sorted(done.groupby("group"), key=lambda g: g[1]["value"].min()):
-        best_row = rows.loc[rows["value"].idxmin() if spec.direction == "minimize" else rows["value"].idxmax()]
+        best_row = rows.loc[
+            rows["value"].idxmin() if spec.direction == "minimize" else rows["value"].idxmax()
+        ]
         best = best_row["value"]
         near = rows[(rows["value"] - best).abs() <= 0.05 * abs(best)]
         lam = near[f"p:{key}"]
@@ -150,8 +160,10 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
             f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |"
         )
     lines.append("")
-    lines.append(f"Best overall: {best_overall:.4g}. A wide λ range within 5% means the result is insensitive "
-                 "to λ there; a worst/best ratio far above 1 means λ matters.")
+    lines.append(
+        f"Best overall: {best_overall:.4g}. A wide λ range within 5% means the result is insensitive "
+        "to λ there; a worst/best ratio far above 1 means λ matters."
+    )
     return lines
 
 
@@ -212,8 +224,15 @@ def write_sweep_report(
         for title, file in plots:
             lines += [f"### {title}", "", f"![{title}]({file})", ""]
     if not table.empty:
-        cols = ["trial", "state", "value", "epochs", *[c for c in table.columns if c.startswith("p:")], "run_id",
-                "reason"]
+        cols = [
+            "trial",
+            "state",
+            "value",
+            "epochs",
+            *[c for c in table.columns if c.startswith("p:")],
+            "run_id",
+            "reason",
+        ]
         shown = table[cols].copy()
         shown["run_id"] = shown["run_id"].astype(str).str[:8]
         shown.columns = [c.removeprefix("p:") for c in shown.columns]
@@ -221,4 +240,3 @@ def write_sweep_report(
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
-

@@ -126,7 +126,9 @@ def reconcile_runs(study: optuna.Study, uri: str, experiment: str) -> list[int]:
     """MLflow child runs still RUNNING whose trial is no longer running were killed with their
     worker (e.g. a heartbeat retry on PostgreSQL): mark them KILLED instead of leaving them RUNNING."""
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    runs = tracking.search_runs(uri, [experiment], f"tags.`{TAG_SWEEP}` = '{study.study_name}'", statuses=["RUNNING"])
+    runs = tracking.search_runs(
+        uri, [experiment], f"tags.`{TAG_SWEEP}` = '{study.study_name}'", statuses=["RUNNING"]
+    )
     if runs.empty or f"tags.{TAG_TRIAL}" not in runs:
         return []
     stale = sorted({int(n) for n in runs[f"tags.{TAG_TRIAL}"].dropna() if int(n) not in running})
@@ -153,13 +155,14 @@ def mark_runs_killed(uri: str, experiment: str, sweep: str, numbers: list[int]) 
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that used their budget: complete, pruned, or failed by divergence (not kills)."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
+
+    def counts(t: optuna.trial.FrozenTrial) -> bool:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif t.state == TrialState.FAIL and str(t.user_attrs.get(ATTR_FAIL_REASON, "")).startswith("diverged"):
-            n += 1
-    return n
+            return True
+        reason = str(t.user_attrs.get(ATTR_FAIL_REASON, ""))
+        return t.state == TrialState.FAIL and reason.startswith("diverged")
+
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
 
 
 def budget_spent(study: optuna.Study, n_trials: int) -> bool:
@@ -184,7 +187,9 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
         if p.type == "categorical":
             values[p.key] = trial.suggest_categorical(p.key, p.choices)
         elif p.type == "int":
-            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            values[p.key] = trial.suggest_int(
+                p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+            )
         else:
             values[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
     return values
@@ -212,7 +217,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         seed = int(cfg.seed)
         reported: list[dict[str, float]] = []
 
-        def on_epoch(epoch: int, metrics: dict[str, float], prune: bool = i == 0) -> None:
+        def on_epoch(
+            epoch: int, metrics: dict[str, float], prune: bool = i == 0, reported: list = reported
+        ) -> None:
             reported.append(metrics)
             if not prune:
                 return
@@ -227,8 +234,10 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
             trial.set_user_attr(f"reused_seed{seed}", result.reused_from)
             if i == 0:
                 for row in result.epochs:
-                    trial.report(spec.objective_of([e for e in result.epochs if e["epoch"] <= row["epoch"]]),
-                                 int(row["epoch"]))
+                    trial.report(
+                        spec.objective_of([e for e in result.epochs if e["epoch"] <= row["epoch"]]),
+                        int(row["epoch"]),
+                    )
         if result.state == "PRUNED":
             _tag_run(cfg, result.run_id, "prune_reason", result.failure_reason or "")
             raise optuna.TrialPruned(result.failure_reason)
@@ -294,7 +303,9 @@ class SweepOutcome:
 
 def ensure_parent_run(uri: str, experiment_id: str, spec: SweepSpec, storage_url: str) -> str:
     runs = tracking.search_runs(
-        uri, [spec.experiment], f"tags.`{TAG_SWEEP_PARENT}` = '{spec.name}' and tags.`{TAG_STORAGE}` = '{storage_url}'"
+        uri,
+        [spec.experiment],
+        f"tags.`{TAG_SWEEP_PARENT}` = '{spec.name}' and tags.`{TAG_STORAGE}` = '{storage_url}'",
     )
     c = tracking.client(uri)
     if not runs.empty:
@@ -359,13 +370,25 @@ def run_sweep(
     n_default, gpus = default_workers()
     n_workers = workers or n_default
     done_before = counted_trials(study)
-    _say(f"sweep {spec.name}: {done_before}/{spec.n_trials} trials done; {n_workers} worker(s); storage {storage_url}"
-         + (f"; recovered killed trial(s) {recovered}" if recovered else ""))
+    _say(
+        f"sweep {spec.name}: {done_before}/{spec.n_trials} trials done; {n_workers} worker(s); "
+        f"storage {storage_url}" + (f"; recovered killed trial(s) {recovered}" if recovered else "")
+    )
     context = mp.get_context("spawn")
     procs = []
     for i in range(n_workers):
         gpu = gpus[i % len(gpus)] if gpus else None
-        args = (str(spec.path), list(cli_overrides or []), spec.n_trials, storage_url, parent, i, n_workers, gpu, reuse)
+        args = (
+            str(spec.path),
+            list(cli_overrides or []),
+            spec.n_trials,
+            storage_url,
+            parent,
+            i,
+            n_workers,
+            gpu,
+            reuse,
+        )
         proc = context.Process(target=worker_main, args=args, name=f"adrlab-sweep-{i}")
         proc.start()
         procs.append(proc)

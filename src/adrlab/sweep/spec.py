@@ -91,7 +91,9 @@ class SweepSpec:
         seed = None if seed is None else int(seed) + seed_offset
         if kind == "tpe":
             return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=int(self.sampler.get("n_startup_trials", 10)), multivariate=True,
+                seed=seed,
+                n_startup_trials=int(self.sampler.get("n_startup_trials", 10)),
+                multivariate=True,
                 group=any(p.when for p in self.space),
             )
         if kind == "random":
@@ -176,10 +178,14 @@ def _parse_param(key: str, node: Any) -> Param:
     step = node.get("step")
     if kind == "int" and (low != int(low) or high != int(high)):
         raise SpecError(f"{where}: an int range needs integer bounds")
-    return Param(key, kind, low=low, high=high, log=log, step=None if step is None else float(step), when=when)
+    return Param(
+        key, kind, low=low, high=high, log=log, step=None if step is None else float(step), when=when
+    )
 
 
-def load_spec(name_or_path: str, cli_overrides: list[str] | None = None, n_trials: int | None = None) -> SweepSpec:
+def load_spec(
+    name_or_path: str, cli_overrides: list[str] | None = None, n_trials: int | None = None
+) -> SweepSpec:
     path = resolve_spec_path(name_or_path)
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
@@ -190,8 +196,21 @@ def load_spec(name_or_path: str, cli_overrides: list[str] | None = None, n_trial
     where = path.name
     _known_keys(
         raw,
-        {"name", "description", "base", "space", "sampler", "pruner", "n_trials", "objective", "seeds", "enqueue",
-         "tracking", "jobs", "tags"},
+        {
+            "name",
+            "description",
+            "base",
+            "space",
+            "sampler",
+            "pruner",
+            "n_trials",
+            "objective",
+            "seeds",
+            "enqueue",
+            "tracking",
+            "jobs",
+            "tags",
+        },
         where,
     )
     base = raw.get("base") or {}
@@ -201,15 +220,21 @@ def load_spec(name_or_path: str, cli_overrides: list[str] | None = None, n_trial
     sampler = {"name": "tpe", "seed": 0, **(raw.get("sampler") or {})}
     pruner = {"name": "median", **(raw.get("pruner") or {})}
     if sampler["name"] not in SAMPLERS:
-        raise SpecError(f"sampler.name={sampler['name']!r} is not valid; choose one of: {', '.join(SAMPLERS)}")
+        raise SpecError(
+            f"sampler.name={sampler['name']!r} is not valid; choose one of: {', '.join(SAMPLERS)}"
+        )
     if pruner["name"] not in PRUNERS:
         raise SpecError(f"pruner.name={pruner['name']!r} is not valid; choose one of: {', '.join(PRUNERS)}")
     statistic = objective.get("statistic", "best")
     direction = objective.get("direction", "minimize")
     if statistic not in STATISTICS:
-        raise SpecError(f"objective.statistic={statistic!r} is not valid; choose one of: {', '.join(STATISTICS)}")
+        raise SpecError(
+            f"objective.statistic={statistic!r} is not valid; choose one of: {', '.join(STATISTICS)}"
+        )
     if direction not in DIRECTIONS:
-        raise SpecError(f"objective.direction={direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}")
+        raise SpecError(
+            f"objective.direction={direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}"
+        )
     jobs = {str(k): [str(o) for o in v] for k, v in (raw.get("jobs") or {}).items()}
     if jobs:
         raw["space"] = {"job": {"type": "categorical", "choices": list(jobs)}}
@@ -264,10 +289,15 @@ def validate_against_config(spec: SweepSpec) -> None:
     for p in spec.space:
         for cond_key, allowed in p.when.items():
             if cond_key not in by_key or by_key[cond_key].type != "categorical":
-                raise SpecError(f"space.{p.key}.when: `{cond_key}` must be a categorical parameter of this space")
+                raise SpecError(
+                    f"space.{p.key}.when: `{cond_key}` must be a categorical parameter of this space"
+                )
             bad = [v for v in allowed if v not in by_key[cond_key].choices]
             if bad:
-                raise SpecError(f"space.{p.key}.when: {cond_key} never takes {bad}; its choices: {by_key[cond_key].choices}")
+                raise SpecError(
+                    f"space.{p.key}.when: {cond_key} never takes {bad}; "
+                    f"its choices: {by_key[cond_key].choices}"
+                )
     try:
         base = compose(spec.overrides)
     except ConfigError as exc:

@@ -1,0 +1,223 @@
+"""ADR experiments → runs (through the sweep workers) and runs → the evidence table."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from adrlab import tracking
+from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
+from adrlab.config import compose, project_root
+
+TAG_ADR = "adrlab.adr"
+TAG_ADR_SCALE = "adrlab.adr_scale"
+EPOCH_METRICS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch")
+# Per-step metrics every ADR report draws (grad norm/energy traces, memory profile, weight RMS).
+STEP_METRICS = (
+    "grad_norm",
+    "energy_mean",
+    "energy_max",
+    "lr",
+    "wd",
+    "weight_rms",
+    "update_rms",
+    "train_loss",
+)
+PARAMS = (
+    "optimizer.name",
+    "optimizer.lr",
+    "regularizer.name",
+    "regularizer.weight_decay",
+    "lr_schedule.name",
+    "wd_schedule.name",
+    "derived.lambda",
+    "derived.decay_units",
+    "derived.per_step_decay",
+    "derived.tau_iter",
+    "derived.tau_epoch",
+    "derived.predicted_weight_rms",
+    "derived.steps_per_epoch",
+    "derived.entropy_floor_ppl",
+)
+EVIDENCE_COLUMNS = ["run_id", "arm", "seed", "status", "kind", "metric", "x", "value"]
+
+
+def adr_dir() -> Path:
+    return project_root() / "adr"
+
+
+def find_adr(ref: str) -> Path:
+    """`0002`, `2`, `ADR-0002` or a path → the ADR file."""
+    path = Path(ref)
+    if path.suffix == ".md" and path.is_file():
+        return path.resolve()
+    digits = "".join(ch for ch in ref if ch.isdigit())
+    if digits:
+        matches = sorted(adr_dir().glob(f"{int(digits):04d}-*.md"))
+        if matches:
+            return matches[0]
+    known = ", ".join(p.stem for p in all_adr_paths()) or "(none)"
+    raise AdrError(ref, None, f"no ADR {ref!r} in adr/; known: {known}")
+
+
+def all_adr_paths() -> list[Path]:
+    return sorted(p for p in adr_dir().glob("[0-9][0-9][0-9][0-9]-*.md"))
+
+
+def experiment_name(adr: Adr) -> str:
+    return f"adr-{adr.number}"
+
+
+def experiment_at(adr: Adr, scale: str) -> Experiment:
+    if scale not in adr.experiments:
+        raise AdrError(
+            adr.path, None, f"no experiments at scale {scale!r}; declared: {', '.join(adr.experiments)}"
+        )
+    return adr.experiments[scale]
+
+
+def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
+    """Finished (or diverged) runs of the ADR's arms: one row per arm × seed, newest first kept.
+
+    Columns: run_id, arm, seed, state, start_time, plus params.* as MLflow returns them.
+    """
+    exp = experiment_at(adr, scale)
+    frames = []
+    direct = tracking.search_runs(
+        uri,
+        [experiment_name(adr)],
+        f"tags.`{TAG_ADR}` = '{adr.number}' and tags.`{TAG_ADR_SCALE}` = '{scale}'",
+    )
+    if not direct.empty:
+        frames.append(direct)
+    for arm in exp.arms.values():
+        if arm.sweep:
+            from adrlab.sweep.runner import TAG_SWEEP
+            from adrlab.sweep.spec import load_spec
+
+            spec = load_spec(arm.sweep)
+            runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{TAG_SWEEP}` = '{spec.name}'")
+            if not runs.empty:
+                runs = (
+                    runs[runs.get("tags.adrlab.sweep_parent").isna()]
+                    if "tags.adrlab.sweep_parent" in runs
+                    else runs
+                )
+                runs = runs.assign(**{f"tags.{tracking.TAG_ARM}": arm.name})
+                frames.append(runs)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "arm", "seed", "state", "start_time"])
+    runs = pd.concat(frames, ignore_index=True)
+    state_col = f"tags.{tracking.TAG_STATE}"
+    if state_col not in runs:
+        return pd.DataFrame(columns=["run_id", "arm", "seed", "state", "start_time"])
+    runs = runs[runs[state_col].isin(["COMPLETE", "DIVERGED"])].copy()
+    runs["arm"] = runs[f"tags.{tracking.TAG_ARM}"]
+    runs["seed"] = runs[f"tags.{tracking.TAG_SEED}"].astype(int)
+    runs["state"] = runs[state_col]
+    runs = runs[runs["arm"].isin(list(exp.arms))]
+    # Sweep arms keep every (λ, seed) run; override arms keep the newest run per seed.
+    sweep_arms = {a.name for a in exp.arms.values() if a.sweep}
+    direct_rows = runs[~runs["arm"].isin(sweep_arms)].sort_values("start_time", ascending=False)
+    direct_rows = direct_rows.drop_duplicates(["arm", "seed"])
+    runs = pd.concat([direct_rows, runs[runs["arm"].isin(sweep_arms)]], ignore_index=True)
+    return runs.sort_values(["arm", "seed", "start_time"]).reset_index(drop=True)
+
+
+def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
+    """The arm × seed runs of override arms that the store does not hold yet."""
+    exp = experiment_at(adr, scale)
+    have = stored_runs(adr, scale, uri)
+    done = set(zip(have["arm"], have["seed"])) if not have.empty else set()
+    jobs: dict[str, list[str]] = {}
+    for arm in exp.arms.values():
+        if arm.sweep:
+            continue
+        for seed in exp.seeds:
+            if (arm.name, seed) not in done:
+                jobs[f"{arm.name}-s{seed}"] = [*arm.overrides, f"seed={seed}", f"arm={arm.name}"]
+    return jobs
+
+
+def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) -> dict[str, object]:
+    """Run what the ADR still needs at this scale: missing override-arm runs as one job study
+    on the sweep workers (with the run cache), and every referenced sweep (which resumes)."""
+    from adrlab.sweep.runner import run_sweep
+
+    adr = parse_adr(find_adr(ref))
+    exp = experiment_at(adr, scale)
+    cfg = compose(list(exp.overrides))
+    uri = tracking.tracking_uri(cfg)
+    jobs = missing_jobs(adr, scale, uri)
+    ran: dict[str, object] = {"jobs": sorted(jobs), "sweeps": []}
+    if jobs:
+        digest = hashlib.sha256(yaml.safe_dump(jobs, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"adr-{adr.number}-{scale}-{digest}"
+        spec = {
+            "name": name,
+            "description": f"Runs for {adr.title} at scale {scale}",
+            "base": {"overrides": list(exp.overrides)},
+            "jobs": jobs,
+            "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
+            "tracking": {"experiment": experiment_name(adr)},
+            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale},
+        }
+        path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+        print(
+            f"adrlab: ADR-{adr.number} {scale}: {len(jobs)} run(s) to train: {', '.join(sorted(jobs))}",
+            file=sys.stderr,
+        )
+        run_sweep(str(path), workers=workers, write_report=False)
+    else:
+        print(
+            f"adrlab: ADR-{adr.number} {scale}: every arm × seed run is already in the store", file=sys.stderr
+        )
+    for arm in exp.arms.values():
+        if arm.sweep:
+            run_sweep(arm.sweep, workers=workers, cli_overrides=list(arm.overrides), write_report=True)
+            ran["sweeps"].append(arm.sweep)  # type: ignore[union-attr]
+    return ran
+
+
+def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
+    """The evidence table (docs/INTERFACES.md) of every stored run of the ADR's arms."""
+    runs = stored_runs(adr, scale, uri)
+    rows: list[tuple] = []
+    wanted_params = set(PARAMS) | {
+        str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
+    }
+    step_metrics = set(STEP_METRICS) | {c.metric for c in adr.criteria if c.metric not in EPOCH_METRICS}
+    for _, run in runs.iterrows():
+        status = "FINISHED" if run["state"] == "COMPLETE" else "DIVERGED"
+        head = (run["run_id"], run["arm"], int(run["seed"]), status)
+        history = tracking.metric_history(uri, run["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
+        for metric, step, value in history.itertuples(index=False):
+            kind = "epoch" if metric in EPOCH_METRICS else "step"
+            rows.append((*head, kind, metric, float(step), float(value)))
+        for key in sorted(wanted_params):
+            raw = run.get(f"params.{key}")
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                continue
+            rows.append((*head, "param", key, float("nan"), value))
+        rows.append(
+            (*head, "param", "run.start_time", float("nan"), float(run["start_time"].timestamp() * 1000))
+        )
+    frame = pd.DataFrame(rows, columns=EVIDENCE_COLUMNS)
+    return frame.sort_values(["arm", "seed", "run_id", "kind", "metric", "x"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def run_dates(adr: Adr, scale: str, uri: str) -> dict[str, str]:
+    runs = stored_runs(adr, scale, uri)
+    if runs.empty:
+        return {}
+    return {str(r["run_id"]): pd.Timestamp(r["start_time"]).strftime("%Y-%m-%d") for _, r in runs.iterrows()}
