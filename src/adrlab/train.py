@@ -279,13 +279,14 @@ def train(
     data = build_data(cfg.data, cache_dir=tracking.runs_dir(cfg) / "cache")
     n_blocks = data.train.shape[0]
     batch_size = int(cfg.trainer.batch_size)
-    steps_per_epoch = math.ceil(n_blocks / batch_size)
+    full_epoch_steps = math.ceil(n_blocks / batch_size)  # S = ceil(N/B) of the real train split
+    steps_per_epoch = full_epoch_steps
     if cfg.trainer.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.max_steps_per_epoch))
     total_steps = steps_per_epoch * int(cfg.trainer.epochs)
 
     model = Transformer(cfg.model, vocab_size=data.vocab_size).to(device)
-    decay = resolve_decay(cfg, steps_per_epoch)
+    decay = resolve_decay(cfg, full_epoch_steps)
     optimizer = build_optimizer(model, cfg, decay)
     schedule = build_schedule(cfg, total_steps=total_steps, base_lr=float(cfg.optimizer.lr), decay=decay)
     derived = derived_params(cfg, decay, steps_per_epoch)

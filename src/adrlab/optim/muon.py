@@ -1,0 +1,267 @@
+"""Newton–Schulz orthogonalisation and the Muon family: Muon, RMSuon, AdaRMSuon.
+
+Each optimizer applies its structured update to groups with structured=True (hidden
+matrices) and AdamW (see adamw.py) to the others. Tensors with more than two dimensions
+(conv-shaped) are orthogonalised as (shape[0], −1) matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adrlab.optim.adamw import RoutedOptimizer, apply_multiplicative_decay_, coupled_grad
+
+# Keller Jordan's quintic: maximal slope at 0, so 5 steps push every σ ≥ 2e-3·‖G‖_F into ~[0.68, 1.2].
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7
+NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MUON_ADJUST_LR = ("original", "match_rms_adamw", "none")
+
+
+def newton_schulz(
+    G: Tensor,
+    steps: int = 5,
+    *,
+    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    eps: float = NS_EPS,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Approximately U·Vᵀ for G = U·S·Vᵀ (2-D), computed in `dtype`, returned in `dtype`.
+
+    Frobenius normalisation first (so σ_max ≤ 1); the Gram matrix is taken on the short side.
+    The op sequence mirrors torch.optim.Muon's, so dtype=bfloat16 reproduces it exactly.
+    """
+    if G.ndim != 2:
+        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(G.shape)}")
+    a, b, c = coefficients
+    X = G.to(dtype)
+    transposed = G.size(0) > G.size(1)
+    if transposed:
+        X = X.T
+    X = X / X.norm().clamp(min=eps)  # not in place: G.to() may have returned G itself
+    for _ in range(steps):
+        A = X @ X.T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)
+        X = torch.addmm(X, B, X, beta=a)
+    return X.T if transposed else X
+
+
+def as_matrix(t: Tensor) -> Tensor:
+    """The 2-D view a structured update works on: (rows, cols) for 2-D, (out, −1) above."""
+    return t if t.ndim == 2 else t.reshape(t.shape[0], -1)
+
+
+def muon_lr_ratio(adjust_lr: str, shape: torch.Size | tuple[int, ...]) -> float:
+    """Muon's per-matrix lr factor, as torch.optim.Muon (rows, cols of the 2-D view)."""
+    rows, cols = shape[0], math.prod(shape[1:])
+    if adjust_lr == "original":
+        return math.sqrt(max(1.0, rows / cols))
+    if adjust_lr == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return 1.0
+
+
+class _StructuredBase(RoutedOptimizer):
+    """Shared checks for optimizers whose structured groups hold matrices."""
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group["structured"]:
+            for p in group["params"]:
+                if p.ndim < 2:
+                    raise ValueError(
+                        f"{type(self).__name__}: structured groups take matrices (≥ 2-D), "
+                        f"got a parameter of shape {tuple(p.shape)}; route it to an AdamW group"
+                    )
+            if group.get("ns_dtype", "float32") not in NS_DTYPES:
+                raise ValueError(f"ns_dtype must be one of {', '.join(NS_DTYPES)}")
+
+    def _ns(self, group: dict[str, Any], M: Tensor) -> Tensor:
+        return newton_schulz(
+            as_matrix(M), group["ns_steps"], dtype=NS_DTYPES[group.get("ns_dtype", "float32")]
+        )
+
+
+class Muon(_StructuredBase):
+    """Muon on structured groups, as torch.optim.Muon does it (EMA momentum buffer, Nesterov as
+    g.lerp(buf, μ), decay with the unadjusted lr, update scaled by `adjust_lr`).
+
+    Muon keeps no second moment, so decay_mode="sqrt_v" is refused for its structured groups.
+    """
+
+    structured_decay_modes = ("none", "l2", "decoupled", "per_step")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.02,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        adjust_lr: str = "original",
+        ns_steps: int = 5,
+        ns_dtype: str = "float32",
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        decay_mode: str = "decoupled",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "adjust_lr": adjust_lr,
+            "ns_steps": ns_steps,
+            "ns_dtype": ns_dtype,
+            "betas": tuple(betas),  # only used by the AdamW groups
+            "eps": eps,
+            "decay_mode": decay_mode,
+            "structured": True,
+            "role": "matrix",
+        }
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group["adjust_lr"] not in MUON_ADJUST_LR:
+            raise ValueError(
+                f"adjust_lr={group['adjust_lr']!r} is not valid; choose one of: {', '.join(MUON_ADJUST_LR)}"
+            )
+
+    def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        lr, wd, mode = group["lr"], group["weight_decay"], group["decay_mode"]
+        momentum = group["momentum"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            grad = coupled_grad(p.grad, p, weight_decay=wd, mode=mode)
+            buf = state["momentum_buffer"]
+            buf.lerp_(grad, 1.0 - momentum)
+            direction = grad.lerp(buf, momentum) if group["nesterov"] else buf
+            O = self._ns(group, direction)
+            apply_multiplicative_decay_(p, lr=lr, weight_decay=wd, mode=mode)
+            p.add_(O.reshape(p.shape).to(p.dtype), alpha=-lr * muon_lr_ratio(group["adjust_lr"], p.shape))
+
+
+class RMSuon(_StructuredBase):
+    """Energy-scaled orthogonal update on structured groups.
+
+    m, v: Adam moments with bias correction; E = ‖m̂/(√v̂+ε)‖_F (what AdamW's step would
+    measure); O = NS(m̂); update = lr·(E/‖O‖_F)·O, so ‖update‖_F = lr·E: Muon's direction
+    with AdamW's step length.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 3e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        ns_dtype: str = "float32",
+        decay_mode: str = "decoupled",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "ns_steps": ns_steps,
+            "ns_dtype": ns_dtype,
+            "decay_mode": decay_mode,
+            "structured": True,
+            "role": "matrix",
+        }
+        super().__init__(params, defaults)
+
+    def _moments(self, group: dict[str, Any], p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Update m, v; return (m̂, √v̂ + ε, √v̂) for this step."""
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = state["step"]
+        grad = coupled_grad(p.grad, p, weight_decay=group["weight_decay"], mode=group["decay_mode"])
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        m_hat = m / (1.0 - beta1**step)
+        sqrt_v_hat = v.sqrt() / math.sqrt(1.0 - beta2**step)
+        return m_hat, sqrt_v_hat + group["eps"], sqrt_v_hat
+
+    def _apply(self, group: dict[str, Any], p: Tensor, update: Tensor, sqrt_v_hat: Tensor) -> None:
+        """θ ← decay(θ) − lr·update (− lr·λ·√v̂ for sqrt_v)."""
+        lr, wd, mode = group["lr"], group["weight_decay"], group["decay_mode"]
+        apply_multiplicative_decay_(p, lr=lr, weight_decay=wd, mode=mode)
+        p.add_(update.reshape(p.shape).to(p.dtype), alpha=-lr)
+        if mode == "sqrt_v" and wd != 0.0:
+            p.add_(sqrt_v_hat, alpha=-lr * wd)
+
+    def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        for p in params:
+            m_hat, denom, sqrt_v_hat = self._moments(group, p)
+            energy = torch.linalg.vector_norm(m_hat / denom)
+            O = self._ns(group, m_hat).float()
+            # Zero momentum gives O = 0 and E = 0: the clamp keeps 0/0 from becoming NaN.
+            scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
+            self._apply(group, p, O * scale, sqrt_v_hat)
+            if self.collect_stats:
+                self._energies.append(energy.detach())
+
+
+class AdaRMSuon(RMSuon):
+    """Pre-whitened RMSuon: M = m̂/(√v̂+ε), E = ‖M‖_F, O = NS(M).
+
+    normalize=True:  update = lr·E·O/‖O‖_F  (the method as described; ‖update‖_F = lr·E)
+    normalize=False: update = lr·E·O        (what the reference research code ran)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 3e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        ns_dtype: str = "float32",
+        decay_mode: str = "decoupled",
+        normalize: bool = True,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "ns_steps": ns_steps,
+            "ns_dtype": ns_dtype,
+            "decay_mode": decay_mode,
+            "normalize": normalize,
+            "structured": True,
+            "role": "matrix",
+        }
+        _StructuredBase.__init__(self, params, defaults)
+
+    def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        for p in params:
+            m_hat, denom, sqrt_v_hat = self._moments(group, p)
+            M = m_hat / denom
+            energy = torch.linalg.vector_norm(M)
+            O = self._ns(group, M).float()
+            if group["normalize"]:
+                scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
+            else:
+                scale = energy
+            self._apply(group, p, O * scale, sqrt_v_hat)
+            if self.collect_stats:
+                self._energies.append(energy.detach())
