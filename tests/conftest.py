@@ -37,5 +37,6 @@ TINY = [
 def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs"
     monkeypatch.setenv("ADRLAB_RUNS_DIR", str(path))
+    monkeypatch.setenv("ADRLAB_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return path

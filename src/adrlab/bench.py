@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from adrlab import tracking
-from adrlab.config import compose, project_root
+from adrlab.config import compose, reports_root
 from adrlab.data import build_data
 from adrlab.mdtable import markdown_table
 from adrlab.model import Transformer
@@ -282,4 +282,4 @@ def run_bench(suites: list[str], reps: int) -> Path:
 
             results["sweep"] = bench_sweep_efficiency()
             results["workers"] = bench_worker_scaling()
-    return write_report(results, project_root() / "reports" / "bench")
+    return write_report(results, reports_root() / "bench")

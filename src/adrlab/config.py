@@ -380,7 +380,7 @@ class SyntheticDataConfig(DataConfig):
     name: str = "synthetic"
     vocab_size: int = 512
     order: int = 1
-    branching: int = 8
+    branching: int = 4
     zipf_exponent: float = 1.1
     train_tokens: int = 60_000
     val_tokens: int = 16_384
@@ -556,6 +556,12 @@ def project_root() -> Path:
         if (parent / "conf" / "config.yaml").is_file():
             return parent
     raise ConfigError("cannot find the adrlab project (a folder with conf/config.yaml); set ADRLAB_ROOT")
+
+
+def reports_root() -> Path:
+    """Generated reports (committed); ADRLAB_REPORTS_DIR redirects them (tests, scratch)."""
+    env = os.environ.get("ADRLAB_REPORTS_DIR")
+    return Path(env).resolve() if env else project_root() / "reports"
 
 
 def conf_dir() -> Path:

@@ -169,7 +169,7 @@ def _prose_checks(adr: Adr, text: str, block_start: int | None, block_end: int |
     elif adr.criteria:
         ids = {c.id for c in adr.criteria}
         for flag in flag_ids:
-            if flag not in ids:
+            if flag not in ids and not any(i.startswith(flag + "-") for i in ids):
                 messages.append(
                     LintMessage(
                         name, flags[flag], WARNING, f"prose {flag} has no machine criterion with id {flag}"

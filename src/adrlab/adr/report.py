@@ -25,7 +25,7 @@ from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
 from adrlab.adr.writeback import find_block, render_block, write_verdict
-from adrlab.config import compose, project_root
+from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import markdown_table
 
 PNG_META = {"Software": None}  # no library version in the file: re-rendering stays byte-stable
@@ -45,7 +45,7 @@ class AdrOutcome:
 
 
 def reports_dir() -> Path:
-    return project_root() / "reports"
+    return reports_root()
 
 
 def adr_report_dir(adr: Adr) -> Path:

@@ -99,7 +99,7 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
             from adrlab.sweep.runner import TAG_SWEEP
             from adrlab.sweep.spec import load_spec
 
-            spec = load_spec(arm.sweep)
+            spec = load_spec(arm.sweep, list(arm.overrides))
             runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{TAG_SWEEP}` = '{spec.name}'")
             if not runs.empty:
                 runs = (

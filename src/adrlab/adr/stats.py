@@ -229,7 +229,12 @@ def spread_of(means: np.ndarray, kind: str, axis: int = 0) -> np.ndarray | float
     hi = np.max(means, axis=axis)
     lo = np.min(means, axis=axis)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = {"ratio": lambda: hi / lo, "range": lambda: hi - lo, "min": lambda: lo, "max": lambda: hi}[kind]()
+        if kind == "ratio":
+            out = hi / lo
+        elif kind == "range":
+            out = hi - lo
+        else:
+            out = lo if kind == "min" else hi
     return float(out) if np.ndim(out) == 0 else out
 
 

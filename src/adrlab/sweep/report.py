@@ -14,14 +14,14 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from adrlab import tracking
-from adrlab.config import compose, project_root
+from adrlab.config import compose, reports_root
 from adrlab.mdtable import frame_to_markdown
 from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage
 from adrlab.sweep.spec import SweepSpec, load_spec
 
 
 def report_dir(name: str) -> Path:
-    path = project_root() / "reports" / "sweeps" / name
+    path = reports_root() / "sweeps" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -113,8 +113,9 @@ def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experim
             owner_host, _, owner_pid = owner.rpartition(":")
             if owner and (owner_host != host or (owner_pid.isdigit() and pid_alive(int(owner_pid)))):
                 continue
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            # The attribute first: a finished trial's attributes can no longer change.
             study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "worker died")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             study.enqueue_trial(dict(trial.params), user_attrs={ATTR_RETRY_OF: trial.number})
             recovered.append(trial.number)
     if recovered:
@@ -410,7 +411,7 @@ def run_sweep(
     if write_report:
         from adrlab.sweep.report import write_sweep_report
 
-        path = write_sweep_report(spec.name, storage=storage_url, cli_overrides=cli_overrides)
+        path = write_sweep_report(str(spec.path), storage=storage_url, cli_overrides=cli_overrides)
         _say(f"sweep {spec.name}: report {path}")
     return outcome
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,10 @@ def load_spec(
     if not isinstance(space_node, dict) or not space_node:
         raise SpecError(f"{where}: `space` must be a non-empty mapping of config paths to distributions")
     space = [_parse_param(k, v) for k, v in space_node.items()]
-    name = raw.get("name", path.stem)
+    name = str(raw.get("name", path.stem))
+    if cli_overrides:
+        # The same spec with other overrides (e.g. scale=paper) is a different study.
+        name += "-" + hashlib.sha256(" ".join(cli_overrides).encode()).hexdigest()[:8]
     spec = SweepSpec(
         name=name,
         path=path,
