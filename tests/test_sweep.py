@@ -216,11 +216,12 @@ def _kill_one_worker_mid_trial(path: Path, storage: str | None, extra_env: dict[
     cmd = [sys.executable, "-m", "adrlab.cli", "sweep", str(path), "--workers", "2", "--no-report"]
     if storage:
         cmd += ["--storage", storage]
+    children("none")  # create the MLflow store now: two processes creating it at once collide
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = None
     deadline = time.time() + 120
     while time.time() < deadline and killed is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             study = load(path, storage)
         except KeyError:
@@ -263,7 +264,7 @@ def _check_recovered(path: Path, storage: str | None, killed: int, before: set[t
 
 def test_sigkill_a_worker_then_rerun_journal(tmp_path, runs_dir) -> None:
     path = write_spec(
-        tmp_path, "killj", n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]}
+        tmp_path, "killj", n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=40"]}
     )
     killed = _kill_one_worker_mid_trial(path, None, {"ADRLAB_RUNS_DIR": str(runs_dir)})
     before = {(t.number, t.value) for t in load(path).trials if t.state == TrialState.COMPLETE}
@@ -302,7 +303,7 @@ def test_two_workers_and_sigkill_on_postgres(tmp_path, runs_dir, monkeypatch) ->
     monkeypatch.setenv("ADRLAB_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("ADRLAB_HEARTBEAT_GRACE", "3")
     path = write_spec(
-        tmp_path, name, n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=6"]}
+        tmp_path, name, n_trials=6, base={"overrides": ["optimizer=adamw", *TINY, "trainer.epochs=40"]}
     )
     killed = _kill_one_worker_mid_trial(
         path,

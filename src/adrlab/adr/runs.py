@@ -23,6 +23,7 @@ STEP_METRICS = (
     "energy_max",
     "lr",
     "wd",
+    "decay",
     "weight_rms",
     "update_rms",
     "train_loss",

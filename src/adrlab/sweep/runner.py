@@ -11,6 +11,7 @@ import socket
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ ATTR_FAIL_REASON = "fail_reason"
 ATTR_RETRY_OF = "retry_of"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats and stale-trial retries are marked experimental; they are what we rely on.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 # --------------------------------------------------------------------------- storage
@@ -55,7 +58,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             url,
             heartbeat_interval=int(os.environ.get("ADRLAB_HEARTBEAT_INTERVAL", "5")),
             grace_period=int(os.environ.get("ADRLAB_HEARTBEAT_GRACE", "20")),
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
             engine_kwargs={"pool_pre_ping": True},
         )
     from optuna.storages.journal import JournalFileBackend, JournalStorage

@@ -238,8 +238,12 @@ def load_spec(
         )
     jobs = {str(k): [str(o) for o in v] for k, v in (raw.get("jobs") or {}).items()}
     if jobs:
+        # Every job is enqueued as a fixed trial: workers pop them from the storage one at a
+        # time, so none runs twice and none is skipped (a grid sampler shared by several
+        # workers can hand out the same point twice).
         raw["space"] = {"job": {"type": "categorical", "choices": list(jobs)}}
-        sampler = {"name": "grid", "seed": 0}
+        raw["enqueue"] = [{"job": name} for name in jobs]
+        sampler = {"name": "random", "seed": 0}
         pruner = {"name": "none"}
         raw["n_trials"] = len(jobs) if n_trials is None else n_trials
     space_node = _require(raw, "space", where)
