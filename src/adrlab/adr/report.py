@@ -24,8 +24,8 @@ from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
-from adrlab.adr.writeback import find_block, render_block, write_verdict
-from adrlab.config import compose, project_root, reports_root
+from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
+from adrlab.config import compose, reports_root
 from adrlab.mdtable import markdown_table
 
 PNG_META = {"Software": None}  # no library version in the file: re-rendering stays byte-stable
@@ -341,7 +341,10 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
             source = "none"
     verdict = evaluate(adr, evidence, scale)
     date = evidence_date(evidence) if not evidence.empty else ""
-    plots = [p.name for p in sorted(out.glob("*.png"))] if source != "store" else []
+    if source == "store" and not check:
+        save_evidence(evidence, snapshot)
+        write_adr_report(adr, verdict, evidence, "", out)  # plots first: the block links them
+    plots = [p.name for p in sorted(out.glob("*.png"))]
     context = {
         "scale": scale,
         "data": data_description(adr, scale),
@@ -349,10 +352,6 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
         "evidence": f"../reports/adr-{adr.number}/runs.csv",
         "plots": [f"../reports/adr-{adr.number}/{p}" for p in plots],
     }
-    if source == "store" and not check:
-        save_evidence(evidence, snapshot)
-        plots = write_adr_report(adr, verdict, evidence, "", out)
-        context["plots"] = [f"../reports/adr-{adr.number}/{p}" for p in plots]
     block = render_block(verdict, context)
     if source == "none" and find_block(adr.text, path) is not None:
         return AdrOutcome(
@@ -372,7 +371,7 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
     message = result.message
     if source == "snapshot":
         message = (
-            f"runs not in this store: verdicts re-derived from {snapshot.relative_to(project_root())} "
+            f"runs not in this store: verdicts re-derived from reports/adr-{adr.number}/runs.csv "
             f"({result.status})"
         )
     return AdrOutcome(
@@ -428,6 +427,10 @@ def run_report(
     for path in paths:
         try:
             outcome = report_one(path, scale=scale, check=check, force=force, uri=uri)
+        except EditedBlockError as exc:
+            print(f"adrlab: refused: {exc} (use --force to overwrite it)", file=sys.stderr)
+            code = max(code, 1)
+            continue
         except AdrError as exc:
             print(f"adrlab: error: {exc}", file=sys.stderr)
             code = max(code, 2)

@@ -1,0 +1,118 @@
+"""A tiny ADR end to end: runs through the sweep workers, verdicts written back, snapshot check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adrlab import tracking
+from adrlab.adr.document import parse_adr
+from adrlab.adr.report import run_report
+from adrlab.adr.runs import run_experiments, stored_runs
+from tests.conftest import TINY
+
+ADR = """---
+title: "ADR-0042: 小实验 (tiny end-to-end check)"
+status: "Proposed"
+date: "2026-11-22"
+authors: "tests"
+tags: ["test"]
+supersedes: ""
+superseded_by: ""
+experiments:
+  smoke:
+    seeds: [1, 2]
+    overrides: [{overrides}]
+    arms:
+      decayed: ["optimizer=adamw", "regularizer=decoupled", "regularizer.weight_decay=0.1"]
+      plain: ["optimizer=adamw", "regularizer=none"]
+criteria:
+  - id: FLAG-1
+    claim: "衰减不让最终 PPL 变差太多"
+    role: primary
+    arm: decayed
+    baseline: plain
+    relation: ratio
+    metric: val_ppl
+    statistic: final
+    compare: "<="
+    threshold: 1.5
+  - id: FLAG-2
+    claim: "an arm nobody ran"
+    role: secondary
+    arm: decayed
+    metric: val_ppl
+    statistic: {{name: value_at_epoch, epoch: 1}}
+    compare: "<"
+    threshold: 1.0e9
+---
+
+# ADR-0042: 小实验
+
+## 背景 (Context)
+
+Text outside the markers must survive byte for byte.
+"""
+
+
+@pytest.fixture
+def adr_file(tmp_path: Path) -> Path:
+    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2"])
+    path = tmp_path / "0042-tiny.md"
+    path.write_text(ADR.format(overrides=overrides))
+    return path
+
+
+def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    before = adr_file.read_text()
+    ran = run_experiments(str(adr_file), workers=2)
+    assert sorted(ran["jobs"]) == ["decayed-s1", "decayed-s2", "plain-s1", "plain-s2"]
+    adr = parse_adr(adr_file)
+    runs = stored_runs(adr, "smoke", tracking.tracking_uri(None))
+    assert sorted(zip(runs["arm"], runs["seed"])) == [
+        ("decayed", 1),
+        ("decayed", 2),
+        ("plain", 1),
+        ("plain", 2),
+    ]
+    assert run_experiments(str(adr_file), workers=2)["jobs"] == []  # nothing missing any more
+
+    assert run_report(str(adr_file)) == 0
+    text = adr_file.read_text()
+    assert text.startswith(before)  # everything before the appended block is untouched
+    assert "<!-- adrlab:verdict:begin -->" in text and "## 自动验证 (Automated Verification)" in text
+    assert "| FLAG-1 | primary |" in text and "**PASS**" in text
+    snapshot = tmp_path / "reports" / "adr-0042" / "runs.csv"
+    evidence = pd.read_csv(snapshot)
+    assert set(evidence["arm"]) == {"decayed", "plain"}
+    assert {"epoch", "step", "param"} <= set(evidence["kind"])
+    assert (tmp_path / "reports" / "adr-0042" / "val_ppl.png").is_file()
+
+    mtime = adr_file.stat().st_mtime_ns
+    assert run_report(str(adr_file)) == 0  # idempotent
+    assert adr_file.stat().st_mtime_ns == mtime
+    assert run_report(str(adr_file), check=True) == 0
+
+    # A fresh clone: no tracking store, only the committed snapshot.
+    monkeypatch.setenv("ADRLAB_RUNS_DIR", str(tmp_path / "empty-store"))
+    assert run_report(str(adr_file), check=True) == 0
+    assert run_report(str(adr_file)) == 0
+    assert adr_file.read_text() == text  # kept, re-derived identically
+
+    # A hand edit inside the block fails the check and is refused without --force.
+    edited = text.replace("**PASS**", "**FAIL**", 1)
+    adr_file.write_text(edited)
+    assert run_report(str(adr_file), check=True) == 1
+    assert run_report(str(adr_file)) == 1
+    assert adr_file.read_text() == edited
+    assert run_report(str(adr_file), force=True) == 0
+    assert adr_file.read_text() == text
+
+
+def test_report_without_any_runs_keeps_a_committed_block(adr_file: Path, runs_dir: Path) -> None:
+    assert run_report(str(adr_file)) == 0  # first write: NO DATA for everything
+    text = adr_file.read_text()
+    assert "NO DATA" in text and "decayed seed 1" in text
+    assert run_report(str(adr_file), check=True) == 0
