@@ -207,6 +207,22 @@ class TrialContext:
     reuse: bool
 
 
+def pruning_callback(trial: optuna.Trial, spec: SweepSpec, active: bool):
+    """Report the objective so far after each epoch and stop the run when the pruner says so."""
+    seen: list[dict[str, float]] = []
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        seen.append(metrics)
+        if not active:
+            return
+        value = spec.objective_of(seen)
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise Pruned(f"{spec.pruner['name']} pruner at epoch {epoch}: {spec.metric}={value:.4g}")
+
+    return on_epoch
+
+
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     spec = ctx.spec
     trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
@@ -219,19 +235,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     for i, seed in enumerate(spec.seeds):
         cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
         seed = int(cfg.seed)
-        reported: list[dict[str, float]] = []
-
-        def on_epoch(
-            epoch: int, metrics: dict[str, float], prune: bool = i == 0, reported: list = reported
-        ) -> None:
-            reported.append(metrics)
-            if not prune:
-                return
-            value = spec.objective_of(reported)
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise Pruned(f"{spec.pruner['name']} pruner at epoch {epoch}: {spec.metric}={value:.4g}")
-
+        on_epoch = pruning_callback(trial, spec, active=i == 0)  # the first seed drives pruning
         result = train(cfg, epoch_callback=on_epoch, parent_run_id=ctx.parent_run_id, extra_tags=tags)
         trial.set_user_attr(f"run_id_seed{seed}", result.run_id)
         if result.reused_from:
