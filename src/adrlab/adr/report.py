@@ -308,28 +308,16 @@ def write_adr_report(
 
 def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) -> AdrOutcome:
     adr = parse_adr(path)
+
+    def outcome(verdict, source: str, write: str, message: str, date: str = "") -> AdrOutcome:
+        return AdrOutcome(
+            path, adr.number or "?", adr.title, adr.status, verdict, source, write, message, date
+        )
+
     if not adr.criteria:
-        return AdrOutcome(
-            path,
-            adr.number or "?",
-            adr.title,
-            adr.status,
-            None,
-            "none",
-            "skipped",
-            "no machine criteria (see `adrlab adr lint`)",
-        )
+        return outcome(None, "none", "skipped", "no machine criteria (see `adrlab adr lint`)")
     if scale not in adr.experiments:
-        return AdrOutcome(
-            path,
-            adr.number or "?",
-            adr.title,
-            adr.status,
-            None,
-            "none",
-            "skipped",
-            f"no experiments at scale {scale}",
-        )
+        return outcome(None, "none", "skipped", f"no experiments at scale {scale}")
     out = adr_report_dir(adr)
     snapshot = out / "runs.csv"
     evidence = collect_evidence(adr, scale, uri)
@@ -354,17 +342,8 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
     }
     block = render_block(verdict, context)
     if source == "none" and find_block(adr.text, path) is not None:
-        return AdrOutcome(
-            path,
-            adr.number or "?",
-            adr.title,
-            adr.status,
-            verdict,
-            source,
-            "kept",
-            "no runs in this store and no snapshot: the committed block is kept",
-            date,
-        )
+        kept = "no runs in this store and no snapshot: the committed block is kept"
+        return outcome(verdict, source, "kept", kept, date)
     result = write_verdict(path, block, check=check, force=force)
     if source == "store" and not check:
         write_adr_report(adr, verdict, evidence, block, out)  # the report embeds the final block
@@ -374,9 +353,7 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
             f"runs not in this store: verdicts re-derived from reports/adr-{adr.number}/runs.csv "
             f"({result.status})"
         )
-    return AdrOutcome(
-        path, adr.number or "?", adr.title, adr.status, verdict, source, result.status, message, date
-    )
+    return outcome(verdict, source, result.status, message, date)
 
 
 def write_index(outcomes: list[AdrOutcome]) -> Path:
