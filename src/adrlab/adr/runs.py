@@ -81,51 +81,52 @@ def experiment_at(adr: Adr, scale: str) -> Experiment:
     return adr.experiments[scale]
 
 
-def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
-    """Finished (or diverged) runs of the ADR's arms: one row per arm × seed, newest first kept.
+EMPTY_RUNS = ["run_id", "arm", "seed", "state", "start_time"]
 
-    Columns: run_id, arm, seed, state, start_time, plus params.* as MLflow returns them.
+
+def _usable(runs: pd.DataFrame, arm: str, identity: list[str]) -> pd.DataFrame:
+    """Complete or diverged runs of one arm, the newest per identity (seed, and the swept
+    parameters for a sweep arm): a point trained twice counts once."""
+    state_col = f"tags.{tracking.TAG_STATE}"
+    if runs.empty or state_col not in runs:
+        return pd.DataFrame(columns=EMPTY_RUNS)
+    runs = runs[runs[state_col].isin(["COMPLETE", "DIVERGED"])].copy()
+    runs["arm"] = arm
+    runs["seed"] = runs[f"tags.{tracking.TAG_SEED}"].astype(int)
+    runs["state"] = runs[state_col]
+    columns = ["seed", *[c for c in identity if c in runs]]
+    return runs.sort_values("start_time", ascending=False).drop_duplicates(columns)
+
+
+def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
+    """Finished (or diverged) runs of the ADR's arms at this scale.
+
+    Override arms: the newest run per seed. Sweep arms: the newest run per (swept values, seed)
+    of the referenced study. Columns: run_id, arm, seed, state, start_time, params.*, tags.*.
     """
+    from adrlab.sweep.runner import TAG_SWEEP, TAG_SWEEP_PARENT
+    from adrlab.sweep.spec import load_spec
+
     exp = experiment_at(adr, scale)
-    frames = []
     direct = tracking.search_runs(
         uri,
         [experiment_name(adr)],
         f"tags.`{TAG_ADR}` = '{adr.number}' and tags.`{TAG_ADR_SCALE}` = '{scale}'",
     )
-    if not direct.empty:
-        frames.append(direct)
+    frames = []
     for arm in exp.arms.values():
         if arm.sweep:
-            from adrlab.sweep.runner import TAG_SWEEP
-            from adrlab.sweep.spec import load_spec
-
             spec = load_spec(arm.sweep, list(arm.overrides))
             runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{TAG_SWEEP}` = '{spec.name}'")
-            if not runs.empty:
-                runs = (
-                    runs[runs.get("tags.adrlab.sweep_parent").isna()]
-                    if "tags.adrlab.sweep_parent" in runs
-                    else runs
-                )
-                runs = runs.assign(**{f"tags.{tracking.TAG_ARM}": arm.name})
-                frames.append(runs)
+            if f"tags.{TAG_SWEEP_PARENT}" in runs:
+                runs = runs[runs[f"tags.{TAG_SWEEP_PARENT}"].isna()]
+            frames.append(_usable(runs, arm.name, [f"params.{k}" for k in spec.keys]))
+        elif not direct.empty:
+            frames.append(_usable(direct[direct[f"tags.{tracking.TAG_ARM}"] == arm.name], arm.name, []))
+    frames = [f for f in frames if not f.empty]
     if not frames:
-        return pd.DataFrame(columns=["run_id", "arm", "seed", "state", "start_time"])
+        return pd.DataFrame(columns=EMPTY_RUNS)
     runs = pd.concat(frames, ignore_index=True)
-    state_col = f"tags.{tracking.TAG_STATE}"
-    if state_col not in runs:
-        return pd.DataFrame(columns=["run_id", "arm", "seed", "state", "start_time"])
-    runs = runs[runs[state_col].isin(["COMPLETE", "DIVERGED"])].copy()
-    runs["arm"] = runs[f"tags.{tracking.TAG_ARM}"]
-    runs["seed"] = runs[f"tags.{tracking.TAG_SEED}"].astype(int)
-    runs["state"] = runs[state_col]
-    runs = runs[runs["arm"].isin(list(exp.arms))]
-    # Sweep arms keep every (λ, seed) run; override arms keep the newest run per seed.
-    sweep_arms = {a.name for a in exp.arms.values() if a.sweep}
-    direct_rows = runs[~runs["arm"].isin(sweep_arms)].sort_values("start_time", ascending=False)
-    direct_rows = direct_rows.drop_duplicates(["arm", "seed"])
-    runs = pd.concat([direct_rows, runs[runs["arm"].isin(sweep_arms)]], ignore_index=True)
     return runs.sort_values(["arm", "seed", "start_time"]).reset_index(drop=True)
 
 

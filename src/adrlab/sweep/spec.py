@@ -101,8 +101,8 @@ class SweepSpec:
             return optuna.samplers.RandomSampler(seed=seed)
         if kind == "gp":
             return optuna.samplers.GPSampler(seed=seed)
-        grid = {p.key: p.grid_values() for p in self.space}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        # Grid points are enqueued as fixed trials (see load_spec); anything beyond them is random.
+        return optuna.samplers.RandomSampler(seed=seed)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         kind = self.pruner["name"]
@@ -274,6 +274,15 @@ def load_spec(
     )
     if jobs:
         spec.seeds = [None]  # type: ignore[list-item]  # each job carries its own seed
+    if spec.sampler["name"] == "grid":
+        # Shared by several workers, Optuna's grid sampler can hand out one point twice and
+        # skip another. Enqueued fixed trials are popped atomically from the storage instead.
+        grid = [
+            dict(zip(spec.keys, values)) for values in itertools.product(*(p.grid_values() for p in space))
+        ]
+        spec.enqueue = [*spec.enqueue, *(g for g in grid if g not in spec.enqueue)]
+        if n_trials is None and "n_trials" not in raw:
+            spec.n_trials = len(grid)
     if spec.n_trials <= 0:
         raise SpecError(f"n_trials={spec.n_trials} must be > 0")
     validate_against_config(spec)
