@@ -117,6 +117,10 @@ def test_reuse_of_a_finished_run_is_visible(runs_dir) -> None:
     assert [e["val_ppl"] for e in second.epochs] == pytest.approx([e["val_ppl"] for e in first.epochs])
     tags = tracking.client(tracking.tracking_uri(cfg)).get_run(second.run_id).data.tags
     assert tags[tracking.TAG_REUSED_FROM] == first.run_id
+    uri = tracking.tracking_uri(cfg)
+    copied = tracking.metric_history(uri, second.run_id, ["train_loss", "grad_norm", "val_ppl"])
+    original = tracking.metric_history(uri, first.run_id, ["train_loss", "grad_norm", "val_ppl"])
+    assert copied.equals(original)  # per-step history included, so reports treat it as a run
 
 
 def test_pad_targets_do_not_count() -> None:

@@ -452,9 +452,10 @@ def train(
 def _record_reuse(
     uri: str, experiment_id: str, cfg: DictConfig, source: str, tags: dict[str, Any]
 ) -> RunResult:
-    """A cache hit: a new, visibly tagged run that points at the finished run it reuses."""
+    """A cache hit: a new, visibly tagged run holding a copy of the finished run's params and
+    full metric history (per step and per epoch), so reports read it like any other run."""
     c = tracking.client(uri)
-    epochs = epochs_of(uri, source)
+    original = tracking.with_retry(lambda: c.get_run(source))
     tags = {**tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
     run = tracking.with_retry(
         lambda: c.create_run(
@@ -464,11 +465,14 @@ def _record_reuse(
         )
     )
     logger = tracking.RunLogger(uri, run.info.run_id)
-    logger.params(flatten(cfg))
-    for row in epochs:
-        logger.metrics({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
+    logger.params({**original.data.params, **flatten(cfg)})
+    history = tracking.metric_history(uri, source, sorted(original.data.metrics))
+    for metric, step, value in history.itertuples(index=False):
+        logger.metric(metric, value, step)
     logger.finish("FINISHED")
-    return RunResult(run_id=run.info.run_id, state="COMPLETE", epochs=epochs, reused_from=source)
+    return RunResult(
+        run_id=run.info.run_id, state="COMPLETE", epochs=epochs_of(uri, source), reused_from=source
+    )
 
 
 def _log_config_artifact(logger: tracking.RunLogger, cfg: DictConfig) -> None:
