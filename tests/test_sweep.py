@@ -16,7 +16,15 @@ from optuna.trial import TrialState
 
 from adrlab import tracking
 from adrlab.config import compose
-from adrlab.sweep.runner import ATTR_RETRY_OF, TAG_SWEEP, TAG_TRIAL, open_storage, run_sweep
+from adrlab.sweep.report import sensitivity_lines
+from adrlab.sweep.runner import (
+    ATTR_RETRY_OF,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    open_storage,
+    run_sweep,
+    shown_storage,
+)
 from adrlab.sweep.spec import SpecError, load_spec
 from tests.conftest import TINY
 
@@ -132,6 +140,38 @@ def test_default_spec_is_valid(runs_dir) -> None:
     spec = load_spec("lambda_schedule")
     assert spec.sampler["name"] == "tpe" and spec.pruner["name"] == "median"
     assert {"regularizer.weight_decay", "lr_schedule", "wd_schedule"} <= set(spec.keys)
+
+
+def test_shown_storage_hides_passwords_and_shortens_local_paths(tmp_path, monkeypatch) -> None:
+    shown = shown_storage("postgresql+psycopg://optuna:s3cret@db.lab:5432/studies")
+    assert "s3cret" not in shown and "db.lab:5432/studies" in shown
+    monkeypatch.chdir(tmp_path)
+    journal = tmp_path / "runs" / "optuna" / "x.journal"
+    assert shown_storage(str(journal)) == str(Path("runs/optuna/x.journal"))
+    assert shown_storage(str(journal), relative=False) == str(journal.resolve())
+
+
+def test_sensitivity_lists_pruned_only_schedules_and_names_the_winner(tmp_path) -> None:
+    import pandas as pd
+
+    spec = load_spec(str(write_spec(tmp_path, "sens")))
+    table = pd.DataFrame(
+        [
+            {"state": "COMPLETE", "value": 5.0, "p:regularizer.weight_decay": 0.1, "p:lr_schedule": "cosine"},
+            {"state": "COMPLETE", "value": 5.1, "p:regularizer.weight_decay": 0.3, "p:lr_schedule": "cosine"},
+            {"state": "COMPLETE", "value": 9.0, "p:regularizer.weight_decay": 0.9, "p:lr_schedule": "cosine"},
+            {
+                "state": "PRUNED",
+                "value": 7.0,
+                "p:regularizer.weight_decay": 0.02,
+                "p:lr_schedule": "constant",
+            },
+        ]
+    )
+    text = "\n".join(sensitivity_lines(table, spec))
+    assert "| cosine | 3 | 0 | 5 | 0.1 | 0.1 – 0.3 | 1.800 |" in text
+    assert "| constant | 0 | 1 | pruned (last 7) |" in text
+    assert "Winner: cosine at λ = 0.1 (5). 2 of 3 completed trials" in text
 
 
 # --------------------------------------------------------------------------- runs

@@ -113,7 +113,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from adrlab.sweep.runner import run_sweep
+    from adrlab.sweep.runner import run_sweep, shown_storage
     from adrlab.sweep.spec import SpecError
 
     try:
@@ -134,7 +134,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bad = [c for c in outcome.exit_codes if c != 0]
     print(
         f"sweep {outcome.spec.name}: {outcome.counted}/{outcome.spec.n_trials} trials counted "
-        f"(storage {outcome.storage_url}, MLflow parent run {outcome.parent_run_id})"
+        f"(storage {shown_storage(outcome.storage_url)}, MLflow parent run {outcome.parent_run_id})"
         + (f"; {len(bad)} worker(s) exited with errors {bad}" if bad else "")
     )
     return 0 if outcome.counted >= outcome.spec.n_trials and not bad else 1
@@ -143,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import os
 
-    from adrlab.sweep.runner import default_storage_url
+    from adrlab.sweep.runner import default_storage_url, shown_storage
     from adrlab.sweep.spec import SpecError, load_spec
 
     try:
@@ -152,7 +152,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return fail(str(exc))
     storage = args.storage or default_storage_url(spec)
     exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
-    print(f"adrlab: optuna-dashboard on http://127.0.0.1:{args.port}  (storage: {storage})")
+    print(f"adrlab: optuna-dashboard on http://127.0.0.1:{args.port}  (storage: {shown_storage(storage)})")
     os.execv(exe, [exe, storage, "--host", "127.0.0.1", "--port", str(args.port)])
     return 0  # pragma: no cover
 

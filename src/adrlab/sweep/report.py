@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from adrlab import tracking
 from adrlab.config import compose, reports_root
 from adrlab.mdtable import frame_to_markdown
-from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage
+from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 from adrlab.sweep.spec import SweepSpec, load_spec
 
 
@@ -81,9 +81,12 @@ def plot_objective_vs_lambda(table: pd.DataFrame, spec: SweepSpec, path: Path) -
             pruned[f"p:{key}"], pruned["value"], facecolors="none", edgecolors=sc.get_facecolor(), s=28
         )
     ax.set_xscale("log")
+    values = data["value"].abs()
+    if len(values) and values.min() > 0 and values.max() / values.min() > 3:
+        ax.set_yscale("log")  # one blown-up trial would otherwise flatten every other point
     ax.set_xlabel(key)
     ax.set_ylabel(f"{spec.statistic} {spec.metric}")
-    ax.set_title(f"{spec.name}: objective vs {key} (hollow = pruned, last reported value)")
+    ax.set_title(f"{spec.name}: objective vs {key}\n(hollow = pruned, last reported value)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -134,36 +137,59 @@ def _optuna_plot(fn, study: optuna.Study, path: Path) -> bool:
 
 
 def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
-    """Per schedule: the best objective and the λ range whose trials come within 5% of it."""
+    """Per schedule: the best objective and the λ range whose trials come within 5% of it.
+    Schedules whose every trial was pruned are listed too, so a missing row never hides
+    a schedule that lost early."""
     key = _lambda_key(spec)
-    done = table[table["state"] == "COMPLETE"]
-    if key is None or done.empty:
+    if key is None or table.empty or f"p:{key}" not in table:
         return []
     cats = _category_keys(spec)
-    done = done.assign(group=done.apply(lambda r: _label(r, cats), axis=1))
-    best_overall = done["value"].min() if spec.direction == "minimize" else done["value"].max()
+    tried = table[table["state"].isin(["COMPLETE", "PRUNED"])]
+    tried = tried.assign(group=tried.apply(lambda r: _label(r, cats), axis=1))
+    done = tried[tried["state"] == "COMPLETE"]
+    if done.empty:
+        return []
+    minimize = spec.direction == "minimize"
+    best_overall = done["value"].min() if minimize else done["value"].max()
     lines = [
-        f"| {' + '.join(cats) or 'all'} | trials | best | λ at best | λ range within 5% of this best | "
-        "worst / best |",
-        "|---|---:|---:|---:|---|---:|",
+        f"| {' + '.join(cats) or 'all'} | complete | pruned | best | λ at best | "
+        "λ range within 5% of this best | worst / best |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
-    for group, rows in sorted(done.groupby("group"), key=lambda g: g[1]["value"].min()):
-        best_row = rows.loc[
-            rows["value"].idxmin() if spec.direction == "minimize" else rows["value"].idxmax()
-        ]
+    groups = []
+    for group, rows in tried.groupby("group"):
+        complete = rows[rows["state"] == "COMPLETE"]
+        pruned = len(rows) - len(complete)
+        if complete.empty:
+            last = rows["value"].dropna()
+            shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
+            groups.append((math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |"))
+            continue
+        best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
         best = best_row["value"]
-        near = rows[(rows["value"] - best).abs() <= 0.05 * abs(best)]
-        lam = near[f"p:{key}"]
-        worst = rows["value"].max() if spec.direction == "minimize" else rows["value"].min()
-        lines.append(
-            f"| {group} | {len(rows)} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
-            f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |"
+        lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
+        worst = complete["value"].max() if minimize else complete["value"].min()
+        order = best if minimize else -best
+        groups.append(
+            (
+                order,
+                f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
+                f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |",
+            )
         )
-    lines.append("")
-    lines.append(
-        f"Best overall: {best_overall:.4g}. A wide λ range within 5% means the result is insensitive "
-        "to λ there; a worst/best ratio far above 1 means λ matters."
-    )
+    lines += [row for _, row in sorted(groups, key=lambda g: g[0])]
+    near_all = done[(done["value"] - best_overall).abs() <= 0.05 * abs(best_overall)]
+    winner = done.loc[done["value"].idxmin() if minimize else done["value"].idxmax()]
+    lines += [
+        "",
+        f"Winner: {_label(winner, cats)} at λ = {winner[f'p:{key}']:.3g} ({best_overall:.4g}). "
+        f"{len(near_all)} of {len(done)} completed trials come within 5% of it, with λ from "
+        f"{near_all[f'p:{key}'].min():.3g} to {near_all[f'p:{key}'].max():.3g} "
+        f"across {near_all['group'].nunique()} schedule(s).",
+        "",
+        "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
+        "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
+    ]
     return lines
 
 
@@ -196,7 +222,7 @@ def write_sweep_report(
         f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
         f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
         f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{storage_url}`; MLflow experiment: `{spec.experiment}`",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
     ]

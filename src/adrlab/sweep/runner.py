@@ -50,6 +50,27 @@ def is_rdb(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def shown_storage(url: str, *, relative: bool = True) -> str:
+    """The storage as printed, tagged and written into reports: an RDB URL without its
+    password; a journal file as an absolute path, or (relative=True, for people) relative
+    to the working directory when it lies below it. Tags use the absolute form: it is the
+    study's identity wherever the command runs from."""
+    if is_rdb(url):
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:  # not an SQLAlchemy URL; say nothing that could hold a secret
+            return url.split("://", 1)[0] + "://…"
+    path = Path(url).resolve()
+    if not relative:
+        return str(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB URLs (postgresql://, mysql://) get heartbeats and a retry of stale trials;
     anything else is a journal file, which is safe for many processes on one machine."""
@@ -230,7 +251,12 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     overrides = spec.overrides_for(
         values, [f"tracking.experiment={spec.experiment}", f"tracking.reuse={str(ctx.reuse).lower()}"]
     )
-    tags = {**spec.tags, TAG_SWEEP: spec.name, TAG_TRIAL: str(trial.number), TAG_STORAGE: ctx.storage_url}
+    tags = {
+        **spec.tags,
+        TAG_SWEEP: spec.name,
+        TAG_TRIAL: str(trial.number),
+        TAG_STORAGE: shown_storage(ctx.storage_url, relative=False),
+    }
     objectives: list[float] = []
     for i, seed in enumerate(spec.seeds):
         cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
@@ -310,10 +336,11 @@ class SweepOutcome:
 
 
 def ensure_parent_run(uri: str, experiment_id: str, spec: SweepSpec, storage_url: str) -> str:
+    storage_tag = shown_storage(storage_url, relative=False)
     runs = tracking.search_runs(
         uri,
         [spec.experiment],
-        f"tags.`{TAG_SWEEP_PARENT}` = '{spec.name}' and tags.`{TAG_STORAGE}` = '{storage_url}'",
+        f"tags.`{TAG_SWEEP_PARENT}` = '{spec.name}' and tags.`{TAG_STORAGE}` = '{storage_tag}'",
     )
     c = tracking.client(uri)
     if not runs.empty:
@@ -323,7 +350,11 @@ def ensure_parent_run(uri: str, experiment_id: str, spec: SweepSpec, storage_url
     run = tracking.with_retry(
         lambda: c.create_run(
             experiment_id,
-            tags={TAG_SWEEP_PARENT: spec.name, TAG_SWEEP: spec.name, TAG_STORAGE: storage_url},
+            tags={
+                TAG_SWEEP_PARENT: spec.name,
+                TAG_SWEEP: spec.name,
+                TAG_STORAGE: storage_tag,
+            },
             run_name=f"sweep {spec.name}",
         )
     )
@@ -380,7 +411,8 @@ def run_sweep(
     done_before = counted_trials(study)
     _say(
         f"sweep {spec.name}: {done_before}/{spec.n_trials} trials done; {n_workers} worker(s); "
-        f"storage {storage_url}" + (f"; recovered killed trial(s) {recovered}" if recovered else "")
+        f"storage {shown_storage(storage_url)}"
+        + (f"; recovered killed trial(s) {recovered}" if recovered else "")
     )
     context = mp.get_context("spawn")
     procs = []
