@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from adrlab.sweep.runner import (
     ATTR_RETRY_OF,
     TAG_SWEEP,
     TAG_TRIAL,
+    budget_claimed,
     open_storage,
     run_sweep,
     shown_storage,
@@ -174,17 +176,35 @@ def test_sensitivity_lists_pruned_only_schedules_and_names_the_winner(tmp_path) 
     assert "Winner: cosine at λ = 0.1 (5). 2 of 3 completed trials" in text
 
 
+def test_budget_counts_running_trials_of_live_workers_only(tmp_path) -> None:
+    storage = open_storage(str(tmp_path / "budget.journal"))
+    study = optuna.create_study(study_name="budget", storage=storage)
+    study.tell(study.ask(), 1.0)
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    running = {"dead": f"{host}:{dead.pid}", "alive": f"{host}:{os.getpid()}"}
+    for owner in running.values():
+        study.ask().set_user_attr("worker", owner)
+    # 1 complete + 1 running on a live worker; the dead worker's trial holds no budget.
+    assert budget_claimed(study, 2) and not budget_claimed(study, 3)
+    study.ask().set_user_attr("worker", "other-node:1")  # another host: its heartbeat decides
+    assert budget_claimed(study, 3)
+    study.enqueue_trial({})  # a retry waits: not done whatever the count
+    assert not budget_claimed(study, 3)
+
+
 # --------------------------------------------------------------------------- runs
 
 
 def test_two_workers_on_the_journal_storage(tmp_path, runs_dir) -> None:
     path = write_spec(tmp_path, "journal4")
     outcome = run_sweep(str(path), workers=2)
-    # Workers stop once n_trials are counted; one still running then may finish (≤ workers − 1 extra).
-    assert 4 <= outcome.counted <= 5 and outcome.exit_codes == [0, 0]
+    # A worker that finishes early counts the trials still running, so none runs past the budget.
+    assert outcome.counted == 4 and outcome.exit_codes == [0, 0]
     study = load(path)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 4
+    assert len(study.trials) == len(complete) == 4
     runs = children("journal4")
     assert set(runs[f"tags.{TAG_TRIAL}"].astype(int)) >= {t.number for t in complete}
     assert (runs["tags.mlflow.parentRunId"] == outcome.parent_run_id).all()

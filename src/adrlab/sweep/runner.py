@@ -196,9 +196,34 @@ def budget_spent(study: optuna.Study, n_trials: int) -> bool:
     return counted_trials(study) >= n_trials and not waiting
 
 
+def trials_in_flight(study: optuna.Study) -> int:
+    """RUNNING trials whose worker may still finish them: any on another host (its heartbeat
+    or its own restart decides), and on this host those whose worker pid is alive or not yet
+    recorded (a trial just asked for)."""
+    host = socket.gethostname()
+    alive = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, owner_pid = str(trial.user_attrs.get(ATTR_WORKER, "")).rpartition(":")
+        if owner_host != host or not owner_pid.isdigit() or pid_alive(int(owner_pid)):
+            alive += 1
+    return alive
+
+
+def budget_claimed(study: optuna.Study, n_trials: int) -> bool:
+    """No new trial is needed: counted trials plus those other workers are running reach
+    n_trials. Counting the running ones keeps a worker that finishes early from starting a
+    trial beyond the budget (which would leave it running alone at the end). A running trial
+    that fails without counting leaves its own worker to run the replacement."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return counted_trials(study) + trials_in_flight(study) >= n_trials and not waiting
+
+
 def stop_at(n_trials: int):
     def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        if budget_spent(study, n_trials):
+        # A trial whose worker died on another node must not hold the budget: on RDB storage
+        # fail it now (its retry is enqueued) rather than at this worker's next trial.
+        optuna.storages.fail_stale_trials(study)
+        if budget_claimed(study, n_trials):
             study.stop()
 
     return callback
@@ -314,7 +339,7 @@ def worker_main(
         sampler=spec.make_sampler(seed_offset=worker_index),
         pruner=spec.make_pruner(),
     )
-    if budget_spent(study, n_trials):
+    if budget_claimed(study, n_trials):
         return
     ctx = TrialContext(spec, storage_url, parent_run_id, reuse)
     study.optimize(
