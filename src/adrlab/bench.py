@@ -188,6 +188,12 @@ class _MatrixModel(torch.nn.Module):
         return {"proj.weight": "matrix"}
 
 
+def _measured(suite: dict[str, Any]) -> str:
+    if "measured_at" not in suite:
+        return ""
+    return f"Measured {suite['measured_at']} on {suite['machine']}."
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=2, default=float))
@@ -197,6 +203,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         m = f["median_seconds"]
         lines += [
             "## Training loop (smoke model, AdamW, 2 epochs, medians of interleaved runs)",
+            "",
+            _measured(f),
             "",
             markdown_table(
                 ["measure", "value", "target", "ok"],
@@ -237,6 +245,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         lines += [
             "## Whole training step by optimizer (smoke model, same batch)",
             "",
+            _measured(o),
+            "",
             markdown_table(["optimizer", "ms/step", "vs adamw", "≤ 1.3×"], rows),
             "",
         ]
@@ -249,37 +259,78 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
             markdown_table(["optimizer", *shapes], rows),
             "",
         ]
-    for key in ("sweep", "workers"):
-        if key in results:
-            lines += [
-                f"## {key}",
-                "",
-                "```json",
-                json.dumps(results[key], indent=2, default=float),
-                "```",
-                "",
-            ]
+    if "sweep" in results:
+        sw = results["sweep"]
+        rows = [["exhaustive grid", sw["grid_points"], sw["grid_epochs"], sw["grid_best"], "", ""]]
+        for seed, run in enumerate(sw["tpe_runs"]):
+            rows.append(
+                [
+                    f"TPE + median pruning, seed {seed}",
+                    run["trials"],
+                    run["epochs"],
+                    run["best"],
+                    f"{run['best'] / sw['grid_best'] - 1:+.2%}",
+                    f"{run['epochs'] / sw['grid_epochs']:.0%}",
+                ]
+            )
+        lines += [
+            "## Sweep efficiency (default study's space, discretised; objective best val PPL)",
+            "",
+            _measured(sw),
+            "",
+            markdown_table(["search", "trials", "epochs", "best", "gap to grid best", "epoch share"], rows),
+            "",
+            f"Mean gap {sw['mean_gap_to_grid_best']:+.2%} using {sw['mean_epoch_share']:.0%} of the grid's "
+            f"epochs; target: {sw['target']}: {'met' if sw['ok'] else 'NOT met'}.",
+            "",
+        ]
+    if "workers" in results:
+        wk = results["workers"]
+        labels = [k for k, v in wk.items() if isinstance(v, dict)]
+        lines += [
+            "## Worker scaling on CPU (same trials, journal storage)",
+            "",
+            _measured(wk),
+            "",
+            markdown_table(
+                ["layout", "seconds", "trials/hour"],
+                [[k, wk[k]["seconds"], wk[k]["trials_per_hour"]] for k in labels],
+            ),
+            "",
+            f"Ratio {wk['ratio']:.2f}×; target {wk['target']}: {'met' if wk['ok'] else 'NOT met'}.",
+            "",
+        ]
     path = out_dir / "README.md"
     path.write_text("\n".join(lines))
     return path
 
 
 def run_bench(suites: list[str], reps: int) -> Path:
+    """Run the chosen suites and merge them into reports/bench/bench.json: suites not run this
+    time keep their last figures, each stamped with when and where it was measured."""
     torch.set_num_threads(os.cpu_count() or 1)
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
-    }
+    )
+    out_dir = reports_root() / "bench"
+    previous_path = out_dir / "bench.json"
+    results: dict[str, Any] = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    results["machine"] = machine
+    measured = {"measured_at": time.strftime("%Y-%m-%d %H:%M"), "machine": machine}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ADRLAB_RUNS_DIR"] = tmp  # benchmark runs stay out of the user's store
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         if "framework" in suites:
-            results["framework"] = bench_framework(reps)
+            results["framework"] = {**bench_framework(reps), **measured}
         if "optimizers" in suites:
-            results["optimizers"] = bench_optimizers(reps)
+            results["optimizers"] = {**bench_optimizers(reps), **measured}
         if "sweep" in suites:
-            from adrlab.sweep.bench import bench_sweep_efficiency, bench_worker_scaling
+            from adrlab.sweep.bench import bench_sweep_efficiency
 
-            results["sweep"] = bench_sweep_efficiency()
-            results["workers"] = bench_worker_scaling()
-    return write_report(results, reports_root() / "bench")
+            results["sweep"] = {**bench_sweep_efficiency(), **measured}
+        if "workers" in suites:
+            from adrlab.sweep.bench import bench_worker_scaling
+
+            results["workers"] = {**bench_worker_scaling(), **measured}
+    return write_report(results, out_dir)
