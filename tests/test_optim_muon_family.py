@@ -59,8 +59,40 @@ def test_ns_of_zero_is_zero_and_input_untouched() -> None:
 
 
 def test_ns_rejects_non_matrices() -> None:
-    with pytest.raises(ValueError, match="2-D"):
-        newton_schulz(torch.randn(2, 3, 4))
+    for shape in [(5,), (2, 3, 4, 5)]:
+        with pytest.raises(ValueError, match=r"matrix \(m, n\) or a stack"):
+            newton_schulz(torch.randn(shape))
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24)])
+def test_ns_of_a_stack_is_each_matrix_on_its_own(shape) -> None:
+    gen = torch.Generator().manual_seed(2)
+    # Norms far apart: each matrix must be normalised by its own norm, not the stack's.
+    stack = torch.stack([c * torch.randn(shape, generator=gen) for c in (1e-3, 1.0, 50.0)])
+    out = newton_schulz(stack)
+    assert out.shape == stack.shape
+    for G, O in zip(stack, out, strict=True):
+        torch.testing.assert_close(O, newton_schulz(G), atol=2e-5, rtol=1e-4)
+
+
+def test_batched_ns_in_the_step_matches_one_matrix_at_a_time() -> None:
+    """Same-shape matrices share a batched NS in the optimizers; the update must not change."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(16, 24), (16, 24), (24, 16), (16, 24), (8, 2, 3)]
+    for cls in (Muon, RMSuon, AdaRMSuon):
+        together = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+        alone = [torch.nn.Parameter(p.detach().clone()) for p in together]
+        opt_together = cls(together, lr=0.01, weight_decay=0.1)
+        opts_alone = [cls([p], lr=0.01, weight_decay=0.1) for p in alone]
+        for _ in range(3):
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            for p, q, g in zip(together, alone, grads, strict=True):
+                p.grad, q.grad = g.clone(), g.clone()
+            opt_together.step()
+            for opt in opts_alone:
+                opt.step()
+        for p, q in zip(together, alone, strict=True):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- Muon

@@ -31,24 +31,34 @@ def newton_schulz(
     eps: float = NS_EPS,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Approximately U·Vᵀ for G = U·S·Vᵀ (2-D), computed in `dtype`, returned in `dtype`.
+    """Approximately U·Vᵀ for G = U·S·Vᵀ, computed in `dtype`, returned in `dtype`.
 
+    G is one matrix (m, n) or a stack of same-shape matrices (b, m, n), each orthogonalised on
+    its own: a stack turns many small matmuls into a few batched ones.
     Frobenius normalisation first (so σ_max ≤ 1); the Gram matrix is taken on the short side.
-    The op sequence mirrors torch.optim.Muon's, so dtype=bfloat16 reproduces it exactly.
+    For one matrix the op sequence mirrors torch.optim.Muon's, so dtype=bfloat16 reproduces it
+    exactly.
     """
-    if G.ndim != 2:
-        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(G.shape)}")
+    if G.ndim not in (2, 3):
+        raise ValueError(
+            f"newton_schulz needs a matrix (m, n) or a stack of them (b, m, n), got shape {tuple(G.shape)}"
+        )
     a, b, c = coefficients
     X = G.to(dtype)
-    transposed = G.size(0) > G.size(1)
+    transposed = G.size(-2) > G.size(-1)
     if transposed:
-        X = X.T
-    X = X / X.norm().clamp(min=eps)  # not in place: G.to() may have returned G itself
+        X = X.mT
+    if X.ndim == 2:
+        X = X / X.norm().clamp(min=eps)  # not in place: G.to() may have returned G itself
+        multiply_add = torch.addmm
+    else:
+        X = X / torch.linalg.matrix_norm(X, keepdim=True).clamp(min=eps)
+        multiply_add = torch.baddbmm
     for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)
-        X = torch.addmm(X, B, X, beta=a)
-    return X.T if transposed else X
+        A = X @ X.mT
+        B = multiply_add(A, A, A, beta=b, alpha=c)
+        X = multiply_add(X, B, X, beta=a)
+    return X.mT if transposed else X
 
 
 def as_matrix(t: Tensor) -> Tensor:
@@ -81,10 +91,26 @@ class _StructuredBase(RoutedOptimizer):
             if group.get("ns_dtype", "float32") not in NS_DTYPES:
                 raise ValueError(f"ns_dtype must be one of {', '.join(NS_DTYPES)}")
 
-    def _ns(self, group: dict[str, Any], M: Tensor) -> Tensor:
-        return newton_schulz(
-            as_matrix(M), group["ns_steps"], dtype=NS_DTYPES[group.get("ns_dtype", "float32")]
-        )
+    def _orthogonalise(self, group: dict[str, Any], tensors: list[Tensor]) -> list[Tensor]:
+        """NS of each tensor's matrix view, shaped like the tensor. Matrices of one shape (up to
+        transposition: NS(Mᵀ) = NS(M)ᵀ) go through one batched NS: a model repeats few shapes,
+        and on CPU a loop of small matmuls costs more than their arithmetic."""
+        steps, dtype = group["ns_steps"], NS_DTYPES[group.get("ns_dtype", "float32")]
+        wide = [as_matrix(t) for t in tensors]
+        tall = [M.size(0) > M.size(1) for M in wide]
+        wide = [M.mT if is_tall else M for M, is_tall in zip(wide, tall, strict=True)]
+        by_shape: dict[tuple[Any, ...], list[int]] = {}
+        for i, M in enumerate(wide):
+            by_shape.setdefault((M.shape, M.device, M.dtype), []).append(i)
+        out: list[Tensor] = list(tensors)
+        for indices in by_shape.values():
+            if len(indices) == 1:
+                results = [newton_schulz(wide[indices[0]], steps, dtype=dtype)]
+            else:
+                results = newton_schulz(torch.stack([wide[i] for i in indices]), steps, dtype=dtype)
+            for i, O in zip(indices, results, strict=True):
+                out[i] = (O.mT if tall[i] else O).reshape(tensors[i].shape)
+        return out
 
 
 class Muon(_StructuredBase):
@@ -136,6 +162,7 @@ class Muon(_StructuredBase):
     def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, wd, mode = group["lr"], group["weight_decay"], group["decay_mode"]
         momentum = group["momentum"]
+        directions = []
         for p in params:
             state = self.state[p]
             if not state:
@@ -143,10 +170,10 @@ class Muon(_StructuredBase):
             grad = coupled_grad(p.grad, p, weight_decay=wd, mode=mode)
             buf = state["momentum_buffer"]
             buf.lerp_(grad, 1.0 - momentum)
-            direction = grad.lerp(buf, momentum) if group["nesterov"] else buf
-            O = self._ns(group, direction)
+            directions.append(grad.lerp(buf, momentum) if group["nesterov"] else buf)
+        for p, O in zip(params, self._orthogonalise(group, directions), strict=True):
             apply_multiplicative_decay_(p, lr=lr, weight_decay=wd, mode=mode)
-            p.add_(O.reshape(p.shape).to(p.dtype), alpha=-lr * muon_lr_ratio(group["adjust_lr"], p.shape))
+            p.add_(O.to(p.dtype), alpha=-lr * muon_lr_ratio(group["adjust_lr"], p.shape))
 
 
 class RMSuon(_StructuredBase):
@@ -199,7 +226,7 @@ class RMSuon(_StructuredBase):
         sqrt_v_hat = v.sqrt() / math.sqrt(1.0 - beta2**step)
         return m_hat, sqrt_v_hat + group["eps"], sqrt_v_hat
 
-    def _apply(self, group: dict[str, Any], p: Tensor, update: Tensor, sqrt_v_hat: Tensor) -> None:
+    def _apply(self, group: dict[str, Any], p: Tensor, update: Tensor, sqrt_v_hat: Tensor | None) -> None:
         """θ ← decay(θ) − lr·update (− lr·λ·√v̂ for sqrt_v)."""
         lr, wd, mode = group["lr"], group["weight_decay"], group["decay_mode"]
         apply_multiplicative_decay_(p, lr=lr, weight_decay=wd, mode=mode)
@@ -207,16 +234,32 @@ class RMSuon(_StructuredBase):
         if mode == "sqrt_v" and wd != 0.0:
             p.add_(sqrt_v_hat, alpha=-lr * wd)
 
-    def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _energy_scaled_step(self, group: dict[str, Any], params: list[Tensor], whiten: bool) -> None:
+        """E = ‖m̂/(√v̂+ε)‖_F; O = NS(m̂/(√v̂+ε)) if whiten else NS(m̂); update = E·O/‖O‖_F
+        (or E·O when group["normalize"] is False). The NS inputs of all matrices are held at
+        once (one extra copy of the matrices) so that same-shape ones share a batched NS."""
+        inputs, energies, sqrt_v_hats = [], [], []
         for p in params:
             m_hat, denom, sqrt_v_hat = self._moments(group, p)
-            energy = torch.linalg.vector_norm(m_hat / denom)
-            O = self._ns(group, m_hat).float()
-            # Zero momentum gives O = 0 and E = 0: the clamp keeps 0/0 from becoming NaN.
-            scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
+            whitened = m_hat / denom
+            energies.append(torch.linalg.vector_norm(whitened))
+            inputs.append(whitened if whiten else m_hat)
+            sqrt_v_hats.append(sqrt_v_hat if group["decay_mode"] == "sqrt_v" else None)
+        for p, energy, sqrt_v_hat, O in zip(
+            params, energies, sqrt_v_hats, self._orthogonalise(group, inputs), strict=True
+        ):
+            O = O.float()
+            if group.get("normalize", True):
+                # Zero momentum gives O = 0 and E = 0: the clamp keeps 0/0 from becoming NaN.
+                scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
+            else:
+                scale = energy
             self._apply(group, p, O * scale, sqrt_v_hat)
             if self.collect_stats:
                 self._energies.append(energy.detach())
+
+    def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        self._energy_scaled_step(group, params, whiten=False)
 
 
 class AdaRMSuon(RMSuon):
@@ -253,15 +296,4 @@ class AdaRMSuon(RMSuon):
         _StructuredBase.__init__(self, params, defaults)
 
     def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        for p in params:
-            m_hat, denom, sqrt_v_hat = self._moments(group, p)
-            M = m_hat / denom
-            energy = torch.linalg.vector_norm(M)
-            O = self._ns(group, M).float()
-            if group["normalize"]:
-                scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
-            else:
-                scale = energy
-            self._apply(group, p, O * scale, sqrt_v_hat)
-            if self.collect_stats:
-                self._energies.append(energy.detach())
+        self._energy_scaled_step(group, params, whiten=True)
