@@ -43,6 +43,18 @@ def _results() -> dict:
             "measured_at": "2026-11-23 10:00",
             "machine": "test box",
         },
+        "optimizers": {
+            "whole_step": {
+                "adamw": {"seconds": 0.040, "optimizer_seconds": 0.002, "ratio_vs_adamw": 1.0},
+                "rmsuon": {
+                    "seconds": 0.056,
+                    "optimizer_seconds": 0.018,
+                    "ratio_vs_adamw": 1.4,
+                    "ratio_vs_adamw_pooled": 1.38,
+                },
+            },
+            "step_alone_paper_matrices": {"adamw": {"768x512": 0.0003}, "rmsuon": {"768x512": 0.03}},
+        },
         "workers": {
             "2 workers x 1 thread": {"seconds": 60.0, "trials_per_hour": 240.0},
             "1 worker x 2 threads": {"seconds": 100.0, "trials_per_hour": 144.0},
@@ -60,6 +72,8 @@ def test_report_renders_targets_and_verdicts(tmp_path) -> None:
     assert "| MLflow per-step logging overhead | +1.0% | ≤ +2% | yes |" in text
     assert "Measured 2026-11-23 10:00 on test box." in text
     assert "Ratio 1.67×; target >= 1.5x: met." in text
+    assert "| rmsuon | 56 | 18 | 1.400× | 1.380× | NO |" in text
+    assert "| adamw | 40 | 2 | 1.000× |  | yes |" in text  # an older bench.json without the column
     assert json.loads((tmp_path / "bench.json").read_text())["workers"]["ok"] is True
     worse = _results()
     worse["framework"]["framework_overhead"] = 0.08
