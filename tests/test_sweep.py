@@ -174,6 +174,12 @@ def test_sensitivity_lists_pruned_only_schedules_and_names_the_winner(tmp_path) 
     assert "| cosine | 3 | 0 | 5 | 0.1 | 0.1 – 0.3 | 1.800 |" in text
     assert "| constant | 0 | 1 | pruned (last 7) |" in text
     assert "Winner: cosine at λ = 0.1 (5). 2 of 3 completed trials" in text
+    assert "Within 1%" not in text  # the runner-up is a pruned schedule 40% behind
+
+    close = {"state": "COMPLETE", "value": 5.04, "p:lr_schedule": "constant"}
+    close["p:regularizer.weight_decay"] = 0.2
+    text = "\n".join(sensitivity_lines(pd.concat([table, pd.DataFrame([close])]), spec))
+    assert "Within 1% of the winner: constant (5.04); with 1 seed(s) a trial" in text
 
 
 def test_budget_counts_running_trials_of_live_workers_only(tmp_path) -> None:

@@ -144,7 +144,7 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     if key is None or table.empty or f"p:{key}" not in table:
         return []
     cats = _category_keys(spec)
-    tried = table[table["state"].isin(["COMPLETE", "PRUNED"])]
+    tried = table[table["state"].isin(["COMPLETE", "PRUNED"])].reset_index(drop=True)
     tried = tried.assign(group=tried.apply(lambda r: _label(r, cats), axis=1))
     done = tried[tried["state"] == "COMPLETE"]
     if done.empty:
@@ -157,6 +157,7 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
         "|---|---:|---:|---:|---:|---|---:|",
     ]
     groups = []
+    group_bests: dict[str, float] = {}
     for group, rows in tried.groupby("group"):
         complete = rows[rows["state"] == "COMPLETE"]
         pruned = len(rows) - len(complete)
@@ -170,6 +171,7 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
         lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
         worst = complete["value"].max() if minimize else complete["value"].min()
         order = best if minimize else -best
+        group_bests[group] = best
         groups.append(
             (
                 order,
@@ -186,6 +188,18 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
         f"{len(near_all)} of {len(done)} completed trials come within 5% of it, with λ from "
         f"{near_all[f'p:{key}'].min():.3g} to {near_all[f'p:{key}'].max():.3g} "
         f"across {near_all['group'].nunique()} schedule(s).",
+    ]
+    close = [
+        f"{g} ({b:.4g})"
+        for g, b in sorted(group_bests.items(), key=lambda item: item[1], reverse=not minimize)
+        if g != winner["group"] and abs(b - best_overall) <= 0.01 * abs(best_overall)
+    ]
+    if close:
+        lines += [
+            f"Within 1% of the winner: {', '.join(close)}; with {len(spec.seeds)} seed(s) a trial, "
+            "gaps this small do not rank them.",
+        ]
+    lines += [
         "",
         "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
         "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
