@@ -7,7 +7,9 @@ STAMP  := $(VENV)/.installed
 # Override to install a different torch build, e.g. TORCH_SPEC="torch==2.13.0 --index-url <your mirror>".
 TORCH_SPEC ?= torch==2.13.0
 SWEEP  ?= lambda_schedule
-WORKERS ?= 2
+# Empty: one worker per GPU, else one per CPU core (torch threads divided among them).
+WORKERS ?=
+WORKERS_FLAG = $(if $(WORKERS),--workers $(WORKERS))
 ADR    ?=
 ARGS   ?=
 
@@ -47,7 +49,7 @@ lint: install
 	$(BIN)/ruff format --check src tests
 
 sweep: install
-	$(BIN)/adrlab sweep $(SWEEP) --workers $(WORKERS) $(ARGS)
+	$(BIN)/adrlab sweep $(SWEEP) $(WORKERS_FLAG) $(ARGS)
 
 ui: install
 	$(BIN)/adrlab ui
@@ -63,7 +65,7 @@ report: install
 
 adr: install
 	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002"; exit 2; fi
-	$(BIN)/adrlab adr run $(ADR) --workers $(WORKERS)
+	$(BIN)/adrlab adr run $(ADR) $(WORKERS_FLAG)
 	$(BIN)/adrlab report --adr $(ADR)
 
 clean:
