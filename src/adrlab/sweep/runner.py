@@ -116,6 +116,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def worker_alive(trial: optuna.trial.FrozenTrial) -> bool | None:
+    """Whether the worker that owns a RUNNING trial may still finish it: None when no worker is
+    recorded yet; True for a worker on another host (its heartbeat or restart decides); on this
+    host, whether its pid is alive."""
+    owner = str(trial.user_attrs.get(ATTR_WORKER, ""))
+    if not owner:
+        return None
+    owner_host, _, owner_pid = owner.rpartition(":")
+    return owner_host != socket.gethostname() or (owner_pid.isdigit() and pid_alive(int(owner_pid)))
+
+
 def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experiment: str) -> list[int]:
     """Trials left RUNNING by a killed worker end FAIL, their parameters are enqueued again,
     and their MLflow runs are marked KILLED. Returns the trial numbers recovered.
@@ -125,7 +136,6 @@ def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experim
     is gone is dead; so is one with no worker recorded, since no worker of ours runs yet.
     """
     recovered: list[int] = []
-    host = socket.gethostname()
     if is_rdb(storage_url):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)
@@ -133,9 +143,7 @@ def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experim
         recovered = sorted(before - after)
     else:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = str(trial.user_attrs.get(ATTR_WORKER, ""))
-            owner_host, _, owner_pid = owner.rpartition(":")
-            if owner and (owner_host != host or (owner_pid.isdigit() and pid_alive(int(owner_pid)))):
+            if worker_alive(trial):  # None (no worker recorded) is dead here: none of ours runs yet
                 continue
             # The attribute first: a finished trial's attributes can no longer change.
             study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "worker died")
@@ -200,13 +208,8 @@ def trials_in_flight(study: optuna.Study) -> int:
     """RUNNING trials whose worker may still finish them: any on another host (its heartbeat
     or its own restart decides), and on this host those whose worker pid is alive or not yet
     recorded (a trial just asked for)."""
-    host = socket.gethostname()
-    alive = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host, _, owner_pid = str(trial.user_attrs.get(ATTR_WORKER, "")).rpartition(":")
-        if owner_host != host or not owner_pid.isdigit() or pid_alive(int(owner_pid)):
-            alive += 1
-    return alive
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for trial in running if worker_alive(trial) is not False)
 
 
 def budget_claimed(study: optuna.Study, n_trials: int) -> bool:
