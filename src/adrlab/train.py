@@ -411,6 +411,7 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
             break
         loss_sum += loss
         loss_steps += 1
+        evaluate_every_steps(setup, state)
         if log_now and cfg.tracking.log_steps:
             tokens_per_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
             log_step(setup, state, loss, gnorm, tokens_per_s)
@@ -420,6 +421,18 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
             bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     return None if state.result.state == "DIVERGED" else loss_sum / max(loss_steps, 1)
+
+
+def evaluate_every_steps(setup: TrainingSetup, state: RunState) -> None:
+    """`trainer.eval_every_steps`: validation inside the epoch, logged at the global step as
+    val_loss_step / val_ppl_step. Evaluation draws no random numbers and leaves the model in
+    train mode, so the training trajectory is the same with or without it."""
+    every = int(setup.cfg.trainer.eval_every_steps)
+    if every <= 0 or state.global_step % every != 0:
+        return
+    val_loss = evaluate(setup.model, setup.data.val, setup.cfg, setup.data.pad_id, setup.device)
+    point = {"val_loss_step": val_loss, "val_ppl_step": math.exp(min(val_loss, 700.0))}
+    state.logger.metrics(point, state.global_step)
 
 
 def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bool) -> tuple[float, float]:
