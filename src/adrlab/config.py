@@ -385,6 +385,9 @@ class SyntheticDataConfig(DataConfig):
     train_tokens: int = 60_000
     val_tokens: int = 16_384
     source_seed: int = 1234
+    # Draw a new train sample of train_tokens from the same source every epoch (epoch 1's is the
+    # fixed sample), so E epochs see E·train_tokens distinct tokens instead of one sample E times.
+    fresh_each_epoch: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -392,14 +392,13 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
     cfg, batch_size, bound = setup.cfg, setup.batch_size, setup.divergence_bound
     log_every = int(cfg.trainer.log_every)
     tokens_per_step = batch_size * int(cfg.data.seq_len)
-    order = epoch_order(setup.data.train.shape[0], int(cfg.seed), epoch)
+    train_blocks = setup.data.epoch_train(epoch)  # a new sample per epoch when the source streams
+    order = epoch_order(train_blocks.shape[0], int(cfg.seed), epoch)
     loss_sum, loss_steps = 0.0, 0
     interval_start, interval_tokens = time.perf_counter(), 0
     bar = setup.progress.bar(setup.steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
     for i in range(setup.steps_per_epoch):
-        batch = setup.data.train[order[i * batch_size : (i + 1) * batch_size]].to(
-            setup.device, non_blocking=True
-        )
+        batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]].to(setup.device, non_blocking=True)
         state.global_step += 1
         log_now = state.global_step % log_every == 0 or state.global_step == 1
         loss, gnorm = train_step(setup, batch, state.global_step - 1, log_now)
