@@ -28,6 +28,7 @@ from adrlab.optim import (
     resolve_decay,
     set_step_hyperparams,
 )
+from adrlab.provenance import TAG_CODE_HASH, training_code_hash
 from adrlab.schedules import build_schedule
 
 # Called after each epoch with (epoch, epoch metrics); may raise Pruned to stop the run early.
@@ -203,12 +204,15 @@ def find_resumable(uri: str, experiment: str, chash: str, cfg: DictConfig) -> st
     return None
 
 
-def find_reusable(uri: str, chash: str) -> str | None:
-    """A FINISHED, complete run with this config hash in any experiment of the store."""
+def find_reusable(uri: str, chash: str, code_hash: str | None = None) -> str | None:
+    """A FINISHED, complete run with this config hash (and training code hash, when given:
+    changed training code trains again) in any experiment of the store."""
+    same_code = f" and tags.`{TAG_CODE_HASH}` = '{code_hash}'" if code_hash else ""
     runs = tracking.search_runs(
         uri,
         None,
-        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'",
+        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'"
+        + same_code,
         statuses=["FINISHED"],
     )
     if runs.empty:
@@ -252,6 +256,7 @@ def train(
     tags = {
         tracking.TAG_CONFIG_HASH: chash,
         tracking.TAG_GIT_SHA: tracking.git_sha(),
+        TAG_CODE_HASH: training_code_hash(),
         tracking.TAG_SEED: seed,
         tracking.TAG_SCALE: cfg.scale,
         tracking.TAG_ARM: cfg.arm,
@@ -270,7 +275,7 @@ def train(
         else:
             run_id = str(cfg.resume)
     if run_id is None and cfg.tracking.reuse:
-        cached = find_reusable(uri, chash)
+        cached = find_reusable(uri, chash, training_code_hash())
         if cached is not None:
             return _record_reuse(uri, experiment_id, cfg, cached, tags)
 
