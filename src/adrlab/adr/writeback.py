@@ -227,10 +227,9 @@ def render_block(verdict: AdrVerdict | Sequence[Section], context: Mapping[str, 
     )
     lines.append("")
     judged = [(v, c) for v, c in sections if v is not None]
-    if judged:
+    if judged and len(sections) > 1:
         v, c = judged[-1]
-        where = f" (from scale `{c.get('scale') or v.scale}`)" if len(sections) > 1 else ""
-        lines += [_status_line(v, where), ""]
+        lines += [_status_line(v, f" (from scale `{c.get('scale') or v.scale}`)"), ""]
     for v, c in sections:
         lines += _section(v, c)
     content = "".join(line + "\n" for line in lines)
