@@ -12,9 +12,9 @@ from adrlab.adr.document import parse_adr_text
 from adrlab.adr.verdict import (
     CORE_COLUMNS,
     EVIDENCE_COLUMNS,
-    INVALID,
     FAIL,
     INCONCLUSIVE,
+    INVALID,
     NO_DATA,
     PASS,
     decide,
