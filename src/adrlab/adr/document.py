@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from adrlab.adr.metrics import LOGGED_METRICS, SIGNED_STATISTICS
+from adrlab.adr.metrics import SIGNED_STATISTICS
 
 STATUSES: tuple[str, ...] = ("Proposed", "Accepted", "Rejected", "Superseded", "Deprecated")
 ROLES: tuple[str, ...] = ("primary", "secondary", "flag")
@@ -567,14 +567,7 @@ class _Validator:
                 relation = self.choice(c, "relation", where, RELATIONS, None)
             elif "relation" in c:
                 self.fail(self.key_line(c, "relation"), f"{where}.relation", "needs a 'baseline' arm")
-            metric = str(self.string(c, "metric", where))
-            if metric not in LOGGED_METRICS:
-                valid = ", ".join(LOGGED_METRICS)
-                self.fail(
-                    self.value_line(c, "metric"),
-                    f"{where}.metric",
-                    f"adrlab never logs {metric!r}; valid: {valid}",
-                )
+            metric = self.metric(c, where)
             if "statistic" not in c:
                 self.fail(self.map_line(c), where, "missing required key 'statistic'")
             statistic = self.statistic(c, "statistic", f"{where}.statistic", allow_spread=True)
