@@ -242,3 +242,20 @@ def test_spread_kind_must_match_mode() -> None:
     )
     with pytest.raises(AdrError, match="kind: min is the best value over the sweep, but mode: max"):
         parse_adr_text(text, "adr/0099-guards.md")
+
+
+def test_adr_lint_reports_misspelled_metric_and_signed_ratio(tmp_path: Path) -> None:
+    from adrlab.adr.lint import lint
+
+    text = ADR.format(statistic="final").replace(
+        "metric: val_ppl\n    statistic: final\n", "metric: val_pll\n    statistic: final\n", 1
+    )
+    (tmp_path / "0099-misspelled.md").write_text(text, encoding="utf-8")
+    signed = ADR.format(statistic="{name: slope, start: 1}")
+    (tmp_path / "0098-signed.md").write_text(signed, encoding="utf-8")
+    messages = [str(m) for m in lint([tmp_path])]
+    assert any(
+        "0099-misspelled.md:" in m and "adrlab never logs 'val_pll'; valid: val_ppl, val_loss" in m
+        for m in messages
+    )
+    assert any("0098-signed.md:" in m and "use relation: difference" in m for m in messages)

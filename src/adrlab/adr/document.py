@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from adrlab.adr.metrics import SIGNED_STATISTICS
+from adrlab.adr.metrics import LOGGED_METRICS, SIGNED_STATISTICS
 
 STATUSES: tuple[str, ...] = ("Proposed", "Accepted", "Rejected", "Superseded", "Deprecated")
 ROLES: tuple[str, ...] = ("primary", "secondary", "flag")
@@ -596,6 +596,15 @@ class _Validator:
                 )
             )
         return out
+
+    def metric(self, c: CommentedMap, where: str) -> str:
+        """A metric adrlab logs: a misspelled one would silently turn the criterion into NO DATA."""
+        metric = str(self.string(c, "metric", where))
+        if metric not in LOGGED_METRICS:
+            valid = ", ".join(LOGGED_METRICS)
+            line = self.value_line(c, "metric")
+            self.fail(line, f"{where}.metric", f"adrlab never logs {metric!r}; valid: {valid}")
+        return metric
 
     def consistent(
         self, c: CommentedMap, where: str, stat: Statistic, relation: str | None, mode: str
