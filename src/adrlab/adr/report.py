@@ -463,8 +463,10 @@ def section_context(adr: Adr, item: ScaleEvidence) -> dict[str, object]:
     rel = f"../reports/adr-{adr.number}"
     out = adr_report_dir(adr)
     if item.verdict is None:
+        exp = experiment_at(adr, item.scale)
+        missing = ", ".join(f"{arm} seed {seed}" for arm in exp.arms for seed in exp.seeds)
         why = f"no runs in this store and no reports/adr-{adr.number}/{SNAPSHOT.format(scale=item.scale)}"
-        return {"scale": item.scale, "missing": why}
+        return {"scale": item.scale, "missing": f"{why}; missing: {missing}"}
     plots = [plot_name(b, item.scale) for b in PLOT_BASES if (out / plot_name(b, item.scale)).is_file()]
     return {
         "scale": item.scale,
