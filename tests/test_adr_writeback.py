@@ -21,6 +21,7 @@ from adrlab.adr.writeback import (
     WRITTEN,
     EditedBlockError,
     block_is_intact,
+    block_verdicts,
     render_block,
     write_verdict,
 )
@@ -288,3 +289,24 @@ def test_status_not_changed_without_opt_in(tmp_path: Path) -> None:
         write_verdict(p, block(), status="Great")
     with pytest.raises(ValueError, match="begin marker"):
         write_verdict(p, "no markers\n")
+
+
+def test_block_names_commits_and_flags_a_dirty_tree() -> None:
+    ev = evidence()
+    ev["git_sha"] = ["abc123def456" if run.startswith("a") else "0a1b2c3d4e5f-dirty" for run in ev["run_id"]]
+    ev["config_hash"] = "feedbeef"
+    b = render_block(evaluate(parse_adr_text(ADR, "a.md"), ev), CONTEXT)
+    assert (
+        "- Commits: `0a1b2c3d4e5f-dirty` (2 runs, **dirty tree**: uncommitted changes), "
+        "`abc123def456` (2 runs)" in b
+    )
+
+
+def test_sections_per_scale_and_no_data_for_a_scale_without_runs() -> None:
+    v = evaluate(parse_adr_text(ADR, "a.md"), evidence())
+    b = render_block([(v, CONTEXT), (None, {"scale": "paper", "missing": "no runs-paper.csv"})])
+    smoke, paper = b.split("### Scale `paper`")
+    assert "**PASS**" in smoke and "**PASS**" not in paper
+    assert "**NO DATA**: no runs-paper.csv. Verdicts are never taken from another scale's runs." in paper
+    assert "- Recommended status: **Accepted** (from scale `smoke`)" in b
+    assert block_verdicts(b) == {("smoke", "PRIMARY"): "PASS"}
