@@ -19,6 +19,7 @@ TRAINING_MODULES: tuple[str, ...] = (
     "adrlab.data",
     "adrlab.optim",
     "adrlab.schedules",
+    "adrlab.lm",
     "adrlab.train",
 )
 
