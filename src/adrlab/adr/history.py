@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adrlab.adr.verdict import AdrVerdict
-from adrlab.adr.writeback import _num, block_verdicts, find_block
+from adrlab.adr.writeback import block_verdicts, find_block, number_text
 from adrlab.mdtable import markdown_table
 
 HISTORY_COLUMNS: tuple[str, ...] = ("date", "scale", "criterion", "old", "new", "estimate", "commits")
@@ -48,7 +48,7 @@ def changes(
         for r in v.results:
             old = previous.get((v.scale, r.id), "")
             if old != r.verdict:
-                estimate = _num(r.estimate)
+                estimate = number_text(r.estimate)
                 row = [date, v.scale, r.id, old, r.verdict, estimate, commits]
                 rows.append(dict(zip(HISTORY_COLUMNS, row)))
     return rows

@@ -59,7 +59,7 @@ class WriteResult:
 # --------------------------------------------------------------------------- rendering
 
 
-def _num(x: float) -> str:
+def number_text(x: float) -> str:
     if x is None or math.isnan(x):
         return "n/a"
     if math.isinf(x):
@@ -76,7 +76,7 @@ def _measured(r: CriterionResult) -> str:
     if r.verdict == NO_DATA or math.isnan(r.estimate):
         return "—"
     n = "/".join(str(r.n[a]) for a in r.n)
-    return f"{_num(r.estimate)} [{_num(r.ci_low)}, {_num(r.ci_high)}] (n={n})"
+    return f"{number_text(r.estimate)} [{number_text(r.ci_low)}, {number_text(r.ci_high)}] (n={n})"
 
 
 def _method(r: CriterionResult) -> str:
