@@ -58,8 +58,8 @@ def print_config(overrides: list[str], which: str, resolve: bool) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.multirun:
         return cmd_multirun(args)
-    if args.cfg:
-        return print_config(args.overrides, args.cfg, resolve=args.resolve or args.print_config)
+    if args.cfg or args.print_config:
+        return print_config(args.overrides, args.cfg or "job", resolve=args.resolve or args.print_config)
     cfg = compose_or_exit(args.overrides)
     say_root()
     from adrlab.data import DataError
@@ -88,7 +88,7 @@ def cmd_multirun(args: argparse.Namespace) -> int:
     from adrlab.config import ConfigError, check_groups_given_once
     from adrlab.sweep.spec import SpecError, write_multirun_spec
 
-    if args.cfg:
+    if args.cfg or args.print_config:
         return fail("--cfg shows one run's config; drop -m, or pick one value per key")
     try:
         check_groups_given_once(args.overrides)
