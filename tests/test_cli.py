@@ -108,3 +108,11 @@ def test_python_dash_m_adrlab() -> None:
         [sys.executable, "-m", "adrlab", "run", "optimizer=nope"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "choose one of" in bad.stderr
+
+
+def test_a_sweep_value_without_m_points_to_multirun(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "optimizer=adamw,muon", "--cfg", "job"])
+    assert exit_.value.code == 2
+    assert "add -m (--multirun)" in capsys.readouterr().err
+    assert main(["run", "-m", "optimizer=adamw,muon", "--cfg", "job"]) == 2

@@ -716,6 +716,8 @@ def describe_config_error(exc: BaseException) -> str:
         cause = exc.__cause__
         detail = str(cause).split("\n")[0] if cause is not None else ""
         head = str(exc).split("\n")[0]
+        if head.startswith("Ambiguous value"):
+            return f"{head}: add -m (--multirun) to run each value, or write a list as key=[a,b]"
         if "Could not override" in head:
             key = head.split("'")[1] if "'" in head else head
             return (
