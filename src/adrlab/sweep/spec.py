@@ -339,7 +339,7 @@ def validate_against_config(spec: SweepSpec) -> None:
             raise SpecError(
                 f"space.{p.key}: no such config path"
                 + (f" when {', '.join(context)}" if context else "")
-                + "; use a dotted path of the composed config (adrlab run --print-config shows it)"
+                + "; use a dotted path of the composed config (adrlab run --cfg job shows it)"
             )
     for i, point in enumerate(spec.enqueue):
         unknown = set(point) - set(spec.keys)
