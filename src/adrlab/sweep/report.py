@@ -14,7 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from adrlab import tracking
-from adrlab.config import compose, reports_root
+from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import frame_to_markdown
 from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 from adrlab.sweep.spec import SweepSpec, load_spec
@@ -207,6 +207,26 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     return lines
 
 
+def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> list[str]:
+    """The report's head: what the study is, where its spec and storage are, how far it got."""
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    root = project_root()
+    spec_path = spec.path.relative_to(root) if spec.path.is_relative_to(root) else spec.path
+    seeds = "seed from each trial's config" if spec.seeds == [None] else f"mean over seeds {spec.seeds}"
+    return [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"- spec: `{spec_path}`; base overrides: `{' '.join(spec.overrides)}`",
+        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
+        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        "",
+    ]
+
+
 def write_sweep_report(
     name: str, *, storage: str | None = None, cli_overrides: list[str] | None = None
 ) -> Path:
@@ -227,19 +247,7 @@ def write_sweep_report(
     if plot_learning_curves(spec, table, out / "curves.png"):
         plots.append(("Learning curves of the top trials", "curves.png"))
 
-    counts = table["state"].value_counts().to_dict() if not table.empty else {}
-    lines = [
-        f"# Sweep `{spec.name}`",
-        "",
-        spec.description.strip(),
-        "",
-        f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
-        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
-        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
-        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        "",
-    ]
+    lines = overview_lines(spec, storage_url, table)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if complete:
         best = study.best_trial
