@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED_COMMAND_LINES = 29
 
 _FENCE_RE = re.compile(r"^\s*(```|~~~)")
-_LAUNCHERS = {"srun", "mpirun", "sudo", "env", "nohup", "time", "exec"}
+_LAUNCHERS = {"$", "srun", "mpirun", "sudo", "env", "nohup", "time", "exec"}
 
 
 def documents() -> list[Path]:
@@ -55,23 +55,38 @@ def code_block_lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def command_of(line: str) -> tuple[str, list[str]] | None:
-    """("adrlab", argv) or ("make", argv) for a line that invokes one, else None."""
+def shell_words(line: str) -> list[list[str]]:
+    """The simple commands of a shell line (split at ;, &&, ||, |), comments dropped."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
     try:
-        words = shlex.split(line, comments=True)
-    except ValueError:
-        return None
-    while words and (re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]) or words[0] in _LAUNCHERS):
-        words = words[1:]
-    if not words:
-        return None
-    if words[0] == "make":
-        return "make", words[1:]
-    for i, word in enumerate(words):
-        if word.endswith("/adrlab") or (i == 0 and word == "adrlab"):
-            return "adrlab", words[i + 1 :]
-        if word == "-m" and i + 1 < len(words) and words[i + 1] == "adrlab" and "python" in words[i - 1]:
-            return "adrlab", words[i + 2 :]
+        tokens = list(lexer)
+    except ValueError:  # an unbalanced quote: not a command line
+        return []
+    commands: list[list[str]] = [[]]
+    for token in tokens:
+        if token and set(token) <= set(";&|"):
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return [c for c in commands if c]
+
+
+def command_of(line: str) -> tuple[str, list[str]] | None:
+    """("adrlab", argv) or ("make", argv) for the first simple command of a line that invokes
+    one (after environment assignments, a `$` prompt and launchers such as srun), else None."""
+    for words in shell_words(line):
+        while words and (re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]) or words[0] in _LAUNCHERS):
+            words = words[1:]
+        if not words:
+            continue
+        if words[0] == "make":
+            return "make", words[1:]
+        for i, word in enumerate(words):
+            if word.endswith("/adrlab") or (i == 0 and word == "adrlab"):
+                return "adrlab", words[i + 1 :]
+            if word == "-m" and words[i + 1 : i + 2] == ["adrlab"] and "python" in words[i - 1]:
+                return "adrlab", words[i + 2 :]
     return None
 
 
@@ -172,6 +187,7 @@ def test_discovery_finds_every_form_and_skips_the_rest(tmp_path: Path) -> None:
         "python -m adrlab run --cfg job\n"
         "sudo -u postgres createuser --pwprompt adrlab\n"
         "adrlab adr list\n"
+        "$ cd proj && adrlab report --check | tee out.txt\n"
         "```\n"
         "adrlab run outside a block\n",
         encoding="utf-8",
@@ -183,6 +199,7 @@ def test_discovery_finds_every_form_and_skips_the_rest(tmp_path: Path) -> None:
         ("adrlab", ["report", "--check"]),
         ("adrlab", ["run", "--cfg", "job"]),
         ("adrlab", ["adr", "list"]),
+        ("adrlab", ["report", "--check"]),
     ]
     assert code_block_lines(doc)[1][0] == 4  # a continued line is reported at its first line
 
