@@ -104,8 +104,10 @@ def ensure_experiment(uri: str, name: str, cfg: DictConfig | None = None) -> str
 
 
 def git_sha() -> str:
+    """The commit of the code that runs: the package's checkout (which also holds the built-in
+    configs), not the project root, which may be another checkout or a researcher's folder."""
     try:
-        root = project_root()
+        root = Path(__file__).resolve().parent
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()

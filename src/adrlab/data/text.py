@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from adrlab.config import project_root
 from adrlab.data.base import DataError, TokenData, chunk_blocks, token_count
 
 # Bump when the cached products' format or the way they are made changes.
@@ -41,15 +42,6 @@ def _sha256(path: Path) -> str:
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _project_root() -> Path | None:
-    from adrlab.config import ConfigError, project_root
-
-    try:
-        return project_root()
-    except ConfigError:
-        return None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -90,7 +82,7 @@ class Sources:
 
 def text_sources(cfg: DictConfig) -> Sources:
     """data=text: train_files / val_files, relative paths taken from the cwd, then the project root."""
-    root = _project_root()
+    root = project_root()
 
     def resolve(key: str) -> list[Path]:
         names = list(cfg.get(key) or [])
@@ -102,7 +94,7 @@ def text_sources(cfg: DictConfig) -> Sources:
         out = []
         for name in names:
             tried = [Path(str(name)).expanduser()]
-            if root is not None and not tried[0].is_absolute():
+            if not tried[0].is_absolute():
                 tried.append(root / str(name))
             found = next((p for p in tried if p.is_file()), None)
             if found is None:
@@ -132,10 +124,10 @@ def _describe_dir(directory: Path) -> str:
 
 def wikitext_candidates(cfg: DictConfig) -> list[tuple[str, Path | None]]:
     """(label, directory) in search order; None where the location is undefined (env var unset)."""
-    root = _project_root()
+    root = project_root()
     if cfg.get("root"):
         given = Path(str(cfg.root)).expanduser()
-        if given.is_absolute() or root is None:
+        if given.is_absolute():
             return [("data.root", given)]
         # Relative: from the cwd, then from the project root (the same run works from anywhere).
         return [
@@ -143,11 +135,10 @@ def wikitext_candidates(cfg: DictConfig) -> list[tuple[str, Path | None]]:
             ("data.root (from the project root)", (root / given).resolve()),
         ]
     env = os.environ.get("ADRLAB_DATA_DIR")
-    shared = root.parent / "shared" / "data" / "wikitext-2" if root else None
     return [
         ("$ADRLAB_DATA_DIR/wikitext-2", Path(env).expanduser() / "wikitext-2" if env else None),
-        ("<project>/data/wikitext-2", root / "data" / "wikitext-2" if root else None),
-        ("<project>/../shared/data/wikitext-2", shared),
+        ("<project>/data/wikitext-2", root / "data" / "wikitext-2"),
+        ("<project>/../shared/data/wikitext-2", root.parent / "shared" / "data" / "wikitext-2"),
     ]
 
 
@@ -347,9 +338,8 @@ def _pinned_cache_dir(cfg: DictConfig, cache_dir: Path) -> Path:
     if not cfg.get("cache_dir"):
         return cache_dir
     pinned = Path(str(cfg.cache_dir)).expanduser()
-    root = _project_root()
-    if not pinned.is_absolute() and root is not None:
-        pinned = root / pinned
+    if not pinned.is_absolute():
+        pinned = project_root() / pinned
     return pinned
 
 

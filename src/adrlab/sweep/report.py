@@ -14,7 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from adrlab import tracking
-from adrlab.config import compose, reports_root
+from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import frame_to_markdown
 from adrlab.sweep.spec import SweepSpec, load_spec
 from adrlab.sweep.storage import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
@@ -216,6 +216,26 @@ def _winner_lines(
     return lines
 
 
+def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> list[str]:
+    """The report's head: what the study is, where its spec and storage are, how far it got."""
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    root = project_root()
+    spec_path = spec.path.relative_to(root) if spec.path.is_relative_to(root) else spec.path
+    seeds = "seed from each trial's config" if spec.seeds == [None] else f"mean over seeds {spec.seeds}"
+    return [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"- spec: `{spec_path}`; base overrides: `{' '.join(spec.overrides)}`",
+        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
+        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        "",
+    ]
+
+
 def write_sweep_report(
     name: str, *, storage: str | None = None, cli_overrides: list[str] | None = None
 ) -> Path:
@@ -225,7 +245,7 @@ def write_sweep_report(
     table = trials_table(study)
     out = report_dir(spec.name)
     plots = write_plots(spec, study, table, out)
-    lines = [*_header_lines(spec, storage_url, table), *_best_trial_lines(spec, study)]
+    lines = [*overview_lines(spec, storage_url, table), *_best_trial_lines(spec, study)]
     sens = sensitivity_lines(table, spec)
     if sens:
         lines += ["## Sensitivity to λ", "", *sens, ""]
@@ -256,22 +276,6 @@ def write_plots(
     if plot_learning_curves(spec, table, out / "curves.png"):
         plots.append(("Learning curves of the top trials", "curves.png"))
     return plots
-
-
-def _header_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> list[str]:
-    counts = table["state"].value_counts().to_dict() if not table.empty else {}
-    return [
-        f"# Sweep `{spec.name}`",
-        "",
-        spec.description.strip(),
-        "",
-        f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
-        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
-        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
-        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        "",
-    ]
 
 
 def _best_trial_lines(spec: SweepSpec, study: optuna.Study) -> list[str]:

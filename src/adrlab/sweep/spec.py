@@ -11,13 +11,16 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from adrlab.config import ConfigError, compose, conf_dir, project_root
+from adrlab.config import ConfigError, compose, compose_explained, conf_dir, project_root
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
 PRUNERS = ("median", "hyperband", "none")
 STATISTICS = ("best", "final")
 DIRECTIONS = ("minimize", "maximize")
 PARAM_TYPES = ("float", "int", "categorical")
+# `seeds: from_config`: no seed loop per trial; each trial runs with the seed its config has
+# (the default, or a swept `seed`), as in a Hydra multirun.
+SEEDS_FROM_CONFIG = "from_config"
 CONFIG_GROUPS = ("optimizer", "regularizer", "lr_schedule", "wd_schedule", "model", "data", "experiment")
 
 
@@ -248,13 +251,14 @@ def load_spec(
         metric=str(objective.get("metric", "val_ppl")),
         statistic=statistic,
         direction=direction,
-        # A job carries its own seed in its overrides.
-        seeds=[None] if jobs else [int(s) for s in (raw.get("seeds") or [0])],
+        seeds=[] if raw.get("seeds") == SEEDS_FROM_CONFIG else [int(s) for s in (raw.get("seeds") or [0])],
         enqueue=list(raw.get("enqueue") or []),
         experiment=str((raw.get("tracking") or {}).get("experiment", f"sweep-{name}")),
         jobs=jobs,
         tags={str(k): str(v) for k, v in (raw.get("tags") or {}).items()},
     )
+    if jobs or not spec.seeds:
+        spec.seeds = [None]  # each job (or grid point) carries its own seed
     if spec.sampler["name"] == "grid":
         _enqueue_grid(spec, fixed_n_trials=n_trials is not None or "n_trials" in raw)
     if spec.n_trials <= 0:
@@ -337,9 +341,92 @@ def validate_against_config(spec: SweepSpec) -> None:
             raise SpecError(
                 f"space.{p.key}: no such config path"
                 + (f" when {', '.join(context)}" if context else "")
-                + "; use a dotted path of the composed config (adrlab run --print-config shows it)"
+                + "; use a dotted path of the composed config (adrlab run --cfg job shows it)"
             )
     for i, point in enumerate(spec.enqueue):
         unknown = set(point) - set(spec.keys)
         if unknown:
             raise SpecError(f"enqueue[{i}]: {sorted(unknown)} are not parameters of the space {spec.keys}")
+
+
+# --------------------------------------------------------------------------- multirun
+
+
+def _sweep_values(override: Any, groups: dict[str, list[str]]) -> list[Any]:
+    """The values of one Hydra sweep override (a,b / choice() / range() / glob() of a group)."""
+    from hydra.core.override_parser.types import QuotedString
+
+    where = f"-m {override.input_line}"
+    if override.is_interval_sweep():
+        raise SpecError(f"{where}: interval() needs a sampler, not a grid; write a sweeps/ spec instead")
+    if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+        if override.key_or_group not in groups:
+            raise SpecError(f"{where}: glob() selects options of a config group ({', '.join(groups)})")
+        return override.value().filter(groups[override.key_or_group])
+    values = [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]
+    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise SpecError(f"{where}: a grid takes plain values (numbers, strings, booleans), not {bad}")
+    return values
+
+
+def multirun_spec(overrides: list[str]) -> dict[str, Any]:
+    """`adrlab run -m` overrides → a sweep spec document (as in sweeps/*.yaml): the swept keys
+    (a,b, choice(), range(), glob() over a group) form a grid walked once, point by point, each
+    with the seed its config says; the other overrides are the base. Named
+    multirun-<swept keys>-<hash of the overrides>, so the same command resumes its study."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from adrlab.config import config_groups, normalize_overrides
+
+    overrides = normalize_overrides(list(overrides))
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise SpecError(f"-m: {str(exc).splitlines()[0]}") from exc
+    groups = config_groups()
+    base: list[str] = []
+    space: dict[str, Any] = {}
+    for override in parsed:
+        if not override.is_sweep_override():
+            base.append(override.input_line)
+            continue
+        if override.get_key_element() != override.key_or_group:
+            raise SpecError(f"-m {override.input_line}: sweep a key as key=a,b (no +, ~ or @package)")
+        space[override.key_or_group] = {"type": "categorical", "choices": _sweep_values(override, groups)}
+    if not space:
+        raise SpecError(
+            "-m needs at least one swept override, e.g. optimizer=adamw,rmsuon or seed=range(1,4)"
+        )
+    keys = "-".join(space).replace("/", "_")[:48]
+    digest = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:8]
+    return {
+        "name": f"multirun-{keys}-{digest}",
+        "description": "adrlab run -m " + " ".join(overrides),
+        "base": {"overrides": base},
+        "space": space,
+        "sampler": {"name": "grid", "seed": 0},
+        "pruner": {"name": "none"},
+        "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
+        "seeds": SEEDS_FROM_CONFIG,
+    }
+
+
+def write_multirun_spec(overrides: list[str], folder: Path) -> Path:
+    """Write the multirun's spec to folder/<name>.yaml (workers load it from there), after
+    composing every grid point, so a bad value or combination stops the command before any
+    worker starts."""
+    document = multirun_spec(overrides)
+    base = document["base"]["overrides"]
+    space = document["space"]
+    for point in itertools.product(*(param["choices"] for param in space.values())):
+        chosen = [f"{key}={_fmt(value)}" for key, value in zip(space, point)]
+        try:
+            compose_explained([*base, *chosen])
+        except ConfigError as exc:
+            raise SpecError(f"-m point {' '.join(chosen)}: {exc}") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{document['name']}.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(document)))
+    load_spec(str(path))  # the same validation `adrlab sweep` does
+    return path
