@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from adrlab.adr.document import Adr, parse_adr, parse_adr_text
+from adrlab.adr.report import data_description
 from adrlab.adr.runs import all_adr_paths, arm_run_overrides
 from adrlab.config import compose
 
@@ -67,3 +68,17 @@ def test_a_sweep_arm_without_the_scale_overrides_is_caught() -> None:
     # The sweep's own base says scale=smoke (synthetic); only the arm's overrides can change that.
     assert problems and all(p.startswith("smoke_wikitext2/swept: data.name=synthetic") for p in problems)
     assert len(problems) == len(arm_run_overrides(adr, "smoke_wikitext2")["swept"])
+
+
+def test_the_block_describes_the_data_each_arm_really_gets() -> None:
+    adr = parse_adr_text(TRAP, "adr/0099-trap.md")
+    text = data_description(adr, "smoke_wikitext2")
+    model = "tiny model (128d × 2 layers), 10 epochs"
+    assert text == (
+        f"wikitext2 data, {model} (direct, swept_here); synthetic data, {model} (swept), seeds [1]"
+    )
+    # The repository's ADRs: every arm gets its scale's data, so one description per scale.
+    assert (
+        data_description(ADRS["0001"], "smoke")
+        == f"synthetic data, {model}, seeds {list(ADRS['0001'].experiments['smoke'].seeds)}"
+    )
