@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from adrlab import tracking
+from adrlab.adr.metrics import LOGGED_METRICS
 from adrlab.config import ConfigError, compose, config_hash
 from adrlab.train import train
 from tests.conftest import TINY
@@ -38,6 +39,9 @@ def test_eval_every_steps_logs_a_curve_and_leaves_training_unchanged(runs_dir) -
     # Evaluating in between draws no random numbers and changes no weight: the epochs match exactly.
     assert [e["val_loss"] for e in evaluated.epochs] == [e["val_loss"] for e in plain.epochs]
     assert [e["train_loss_epoch"] for e in evaluated.epochs] == [e["train_loss_epoch"] for e in plain.epochs]
+    # ADR criteria may name the new metrics: adrlab.adr.metrics lists everything the run logged.
+    logged = tracking.client(tracking.tracking_uri(cfg)).get_run(evaluated.run_id).data.metrics
+    assert {"val_loss_step", "val_ppl_step"} <= set(logged) <= set(LOGGED_METRICS)
     # At an epoch's last step the model is the one the epoch's validation sees.
     assert curve[STEPS_PER_EPOCH][0] == evaluated.epochs[0]["val_loss"]
     assert curve[2 * STEPS_PER_EPOCH][0] == evaluated.epochs[1]["val_loss"]
