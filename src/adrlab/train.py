@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from adrlab import tracking
+from adrlab import run_names, tracking
 from adrlab.config import config_hash, flatten
 from adrlab.data import TokenData, build_data
 from adrlab.model import Transformer
@@ -260,6 +260,7 @@ def train(
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(run_names.labels(cfg, tags))  # name (and an ADR run's description) in mlflow ui
 
     resume_flag = str(cfg.resume).strip().lower()
     if run_id is None and resume_flag not in ("false", "none", "", "0", "no"):
@@ -318,13 +319,14 @@ def train(
             lambda: c.create_run(
                 experiment_id,
                 tags={k: str(v) for k, v in tags.items() if v is not None},
-                run_name=cfg.tracking.run_name or cfg.arm,
+                run_name=tags[tracking.TAG_RUN_NAME],
             )
         )
         run_id = run.info.run_id
         logger = tracking.RunLogger(uri, run_id)
         logger.params({**flatten(cfg), **{f"derived.{k}": v for k, v in derived.items()}})
         _log_config_artifact(logger, cfg)
+        logger.dataset(tracking.training_dataset(cfg.data, data))
 
     progress = Progress(cfg)
     bound = divergence_bound(cfg, data.vocab_size)
@@ -461,11 +463,12 @@ def _record_reuse(
         lambda: c.create_run(
             experiment_id,
             tags={k: str(v) for k, v in tags.items() if v is not None},
-            run_name=cfg.tracking.run_name or cfg.arm,
+            run_name=tags[tracking.TAG_RUN_NAME],
         )
     )
     logger = tracking.RunLogger(uri, run.info.run_id)
     logger.params({**original.data.params, **flatten(cfg)})
+    logger.copy_inputs(source)
     history = tracking.metric_history(uri, source, sorted(original.data.metrics))
     for metric, step, value in history.itertuples(index=False):
         logger.metric(metric, value, step)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, parse_adr
-from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
+from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, experiment_name, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
 from adrlab.config import compose, reports_root
@@ -251,8 +251,34 @@ def derived_table(evidence: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- one ADR
 
 
+def mlflow_section(adr: Adr, evidence: pd.DataFrame, uri: str) -> list[str]:
+    """Links into `mlflow ui`: the ADR's experiment (its runs table) and each arm's runs."""
+    runs = evidence[["arm", "seed", "run_id"]].drop_duplicates().sort_values(["arm", "seed", "run_id"])
+    urls = tracking.run_urls(uri, runs["run_id"])
+    experiment = tracking.experiment_urls(uri, [experiment_name(adr)]).get(experiment_name(adr))
+    if not urls and experiment is None:
+        return []
+    lines = ["## Runs in MLflow", ""]
+    if experiment:
+        lines += [
+            f"All runs trained for this ADR: [{experiment_name(adr)}]({experiment}) (`make ui` serves it).",
+            "",
+        ]
+    rows = []
+    for arm, group in runs.groupby("arm", sort=True):
+        several = group["seed"].duplicated(keep=False).any()  # a sweep arm: many runs per seed
+        links = [
+            f"[{str(r.run_id)[:8] if several else f's{r.seed}'}]({urls[r.run_id]})"
+            for r in group.itertuples()
+            if r.run_id in urls
+        ]
+        shown = " · ".join(links[:12]) + (f" · +{len(links) - 12} more" if len(links) > 12 else "")
+        rows.append([arm, len(links), shown])
+    return [*lines, markdown_table(["arm", "runs", "open in mlflow ui"], rows), ""]
+
+
 def write_adr_report(
-    adr: Adr, verdict: AdrVerdict, evidence: pd.DataFrame, block: str, out: Path
+    adr: Adr, verdict: AdrVerdict, evidence: pd.DataFrame, block: str, out: Path, uri: str | None = None
 ) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     floor = _series(evidence, "param", "derived.entropy_floor_ppl")["value"]
@@ -273,6 +299,7 @@ def write_adr_report(
         "",
     ]
     lines += [block.strip(), ""]
+    lines += mlflow_section(adr, evidence, uri) if uri else []
     table = epoch_table(evidence)
     if table:
         lines += ["## Val PPL per epoch (mean over seeds)", "", table, ""]
@@ -346,7 +373,7 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
         return outcome(verdict, source, "kept", kept, date)
     result = write_verdict(path, block, check=check, force=force)
     if source == "store" and not check:
-        write_adr_report(adr, verdict, evidence, block, out)  # the report embeds the final block
+        write_adr_report(adr, verdict, evidence, block, out, uri)  # the report embeds the final block
     message = result.message
     if source == "snapshot":
         message = (

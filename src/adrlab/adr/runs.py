@@ -13,8 +13,8 @@ from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
 from adrlab.config import compose, project_root
 
-TAG_ADR = "adrlab.adr"
-TAG_ADR_SCALE = "adrlab.adr_scale"
+TAG_ADR = tracking.TAG_ADR
+TAG_ADR_SCALE = tracking.TAG_ADR_SCALE
 EPOCH_METRICS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch")
 # Per-step metrics every ADR report draws (grad norm/energy traces, memory profile, weight RMS).
 STEP_METRICS = (
@@ -166,7 +166,7 @@ def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) 
             "jobs": jobs,
             "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
             "tracking": {"experiment": experiment_name(adr)},
-            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale},
+            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale, tracking.TAG_ADR_TITLE: adr.title},
         }
         path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -207,6 +207,20 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     return lines
 
 
+def experiment_link(spec: SweepSpec) -> str:
+    """The study's MLflow experiment as a markdown link to its runs table in `mlflow ui`."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    url = tracking.experiment_urls(uri, [spec.experiment]).get(spec.experiment)
+    return f"[`{spec.experiment}`]({url})" if url else f"`{spec.experiment}`"
+
+
+def run_links(spec: SweepSpec, run_ids: pd.Series) -> list[str]:
+    """Short run ids, each a markdown link to the run's page in `mlflow ui` (when in the store)."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    urls = tracking.run_urls(uri, [r for r in run_ids.astype(str) if r])
+    return [f"[{r[:8]}]({urls[r]})" if r in urls else r[:8] for r in run_ids.astype(str)]
+
+
 def write_sweep_report(
     name: str, *, storage: str | None = None, cli_overrides: list[str] | None = None
 ) -> Path:
@@ -236,7 +250,7 @@ def write_sweep_report(
         f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
         f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
         f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: {experiment_link(spec)}",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
     ]
@@ -274,7 +288,7 @@ def write_sweep_report(
             "reason",
         ]
         shown = table[cols].copy()
-        shown["run_id"] = shown["run_id"].astype(str).str[:8]
+        shown["run_id"] = run_links(spec, shown["run_id"])
         shown.columns = [c.removeprefix("p:") for c in shown.columns]
         lines += ["## Trials", "", frame_to_markdown(shown), ""]
     path = out / "README.md"
