@@ -64,7 +64,8 @@ def run_name(
     if tags.get(tracking.TAG_ADR):
         return f"{tags[tracking.TAG_ADR]} {cfg.arm or 'run'} s{cfg.seed}"
     if tags.get(tracking.TAG_TRIAL) is not None and sampled is not None:
-        parts = [f"t{int(tags[tracking.TAG_TRIAL]):02d}", *(_sampled_part(k, v) for k, v in sampled.items())]
+        items = sorted(sampled.items(), key=lambda kv: not _is_lambda(kv[0]))  # a λ sweep's axis first
+        parts = [f"t{int(tags[tracking.TAG_TRIAL]):02d}", *(_sampled_part(k, v) for k, v in items)]
         return _join(parts)
     return _join(_differing_parts(cfg), tail=f"s{cfg.seed}")
 
@@ -106,6 +107,10 @@ def _key(key: str) -> str:
     return KEY_ALIASES.get(key, key.rsplit(".", 1)[-1])
 
 
+def _is_lambda(key: str) -> bool:
+    return "weight_decay" in key or key.rsplit(".", 1)[-1] in ("lam", "lambda")
+
+
 def _sampled_part(key: str, value: Any) -> str:
     group = key.removesuffix(".name")
     if group in GROUP_PREFIX:
@@ -114,7 +119,7 @@ def _sampled_part(key: str, value: Any) -> str:
         return f"s{value}"
     if key == "job":  # a study of fixed jobs: the job's own name says what it is
         return str(value)
-    if "weight_decay" in key or key.rsplit(".", 1)[-1] in ("lam", "lambda"):
+    if _is_lambda(key):
         return f"λ={_value(value)}"  # a λ sweep's axis, as its report calls it
     return f"{_key(key)}={_value(value)}"
 
