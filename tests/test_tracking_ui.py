@@ -7,13 +7,18 @@ import json
 import re
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
 from adrlab import tracking
+from adrlab.adr.document import parse_adr
+from adrlab.adr.report import mlflow_section
+from adrlab.adr.runs import find_adr
 from adrlab.config import compose
 from adrlab.data import build_synthetic
 from adrlab.run_names import description, run_name
+from adrlab.sweep.report import experiment_link, run_links
 from adrlab.sweep.runner import TrialContext, run_trial
 from adrlab.sweep.spec import load_spec
 from adrlab.train import train
@@ -77,8 +82,10 @@ def test_links_open_the_training_runs_view(monkeypatch) -> None:
     assert (
         tracking.ui_url(local, "3") == "http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning"
     )
-    assert tracking.ui_url(local, "3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
-    assert tracking.ui_url(local) == "http://127.0.0.1:5000/#/experiments"
+    assert tracking.ui_url(local, "3", "abc") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+    assert tracking.ui_url(local) == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
     assert tracking.ui_url("http://mlflow.lab:8080/", "4").startswith(
         "http://mlflow.lab:8080/#/experiments/4?"
     )
@@ -118,7 +125,7 @@ def test_a_real_run_is_named_and_logs_its_training_data(runs_dir, monkeypatch) -
     experiment = c.get_experiment(run.info.experiment_id)
     assert experiment.tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
     assert tracking.run_urls(uri, [result.run_id]) == {
-        result.run_id: f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{result.run_id}"
+        result.run_id: tracking.ui_url(uri, experiment.experiment_id, result.run_id)
     }
     assert tracking.experiment_urls(uri) == {"adrlab": tracking.ui_url(uri, experiment.experiment_id)}
 
@@ -134,6 +141,12 @@ def test_a_real_run_is_named_and_logs_its_training_data(runs_dir, monkeypatch) -
     assert copy.data.tags[tracking.TAG_NOTE].startswith("ADR-0002: V-RMSuon direct penalty")
     assert "arm `adamw_arm` · seed 5" in copy.data.tags[tracking.TAG_NOTE]
     assert dataset_of(uri, reused.run_id).digest == dataset.digest
+
+    # The ADR report links each arm's runs by seed to their pages in mlflow ui.
+    evidence = pd.DataFrame({"arm": ["a", "b"], "seed": [5, 5], "run_id": [result.run_id, reused.run_id]})
+    section = "\n".join(mlflow_section(parse_adr(find_adr("0002")), evidence, uri))
+    assert section.startswith("## Runs in MLflow")
+    assert f"| a | 1 | [s5]({tracking.ui_url(uri, experiment.experiment_id, result.run_id)}) |" in section
 
 
 def test_dataset_digest_follows_the_data() -> None:
@@ -172,3 +185,8 @@ def test_a_sweep_trial_is_named_by_number_and_sampled_values(tmp_path, runs_dir)
     run = tracking.client(uri).get_run(trial.user_attrs["run_id_seed0"])
     assert run.info.run_name == "t00 λ=0.0312 cosine"
     assert run.data.tags[tracking.TAG_TRIAL] == "0"  # tags stay as they are
+    # The sweep report links the experiment's runs table and each trial's run page.
+    url = tracking.ui_url(uri, run.info.experiment_id)
+    assert experiment_link(spec) == f"[`sweep-names`]({url})"
+    page = tracking.ui_url(uri, run.info.experiment_id, run.info.run_id)
+    assert run_links(spec, pd.Series([run.info.run_id, ""])) == [f"[{run.info.run_id[:8]}]({page})", ""]

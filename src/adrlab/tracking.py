@@ -144,17 +144,17 @@ def ui_url(
 
     base: the UI's address; default: the tracking server itself when `uri` is http(s), else
     $ADRLAB_UI_URL, else `adrlab ui`'s own default. `?workflowType=machine_learning` keeps MLflow 3
-    from opening its GenAI overview ("No data") for an experiment.
+    (3.17 checked in Chromium) from opening an experiment on its GenAI overview ("No data") and
+    a run page under GenAI's "Evaluations": it ignores the experiment's kind tag there.
     """
     if base is None:
         remote = uri is not None and uri.startswith(("http://", "https://"))
         base = uri if remote else os.environ.get("ADRLAB_UI_URL") or DEFAULT_UI
     base = base.rstrip("/")
     if experiment_id is None:
-        return f"{base}/#/experiments"
-    if run_id is None:
-        return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    page = f"/runs/{run_id}" if run_id is not None else ""
+    return f"{base}/#/experiments/{experiment_id}{page}?workflowType=machine_learning"
 
 
 def experiment_urls(
