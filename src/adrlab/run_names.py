@@ -45,8 +45,21 @@ KEY_ALIASES = {
 # Settings that differ are listed in this order of their section (what the optimizer research
 # varies first, sizes last); sections not named here come after.
 SECTION_ORDER = ("optimizer", "regularizer", "lr_schedule", "wd_schedule", "trainer", "data", "model")
-# Labels and machine settings, not what the run trains: never part of a name.
-IGNORED = ("tracking.", "tags.", "resume", "runs_dir", "arm", "seed", "trainer.progress", "trainer.threads")
+# Labels, machine settings and where files are found, not what the run trains: never part of a
+# name (the Dataset column shows the data itself).
+IGNORED = (
+    "tracking.",
+    "tags.",
+    "resume",
+    "runs_dir",
+    "arm",
+    "seed",
+    "trainer.progress",
+    "trainer.threads",
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+)
 MAX_LENGTH = 120
 
 
