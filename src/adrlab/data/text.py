@@ -299,23 +299,10 @@ def _tokenize(
 
 def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
     start = time.perf_counter()
-    if cfg.get("cache_dir"):  # the config may pin its own cache (relative: to the project root)
-        cache_dir = Path(str(cfg.cache_dir)).expanduser()
-        root = _project_root()
-        if not cache_dir.is_absolute() and root is not None:
-            cache_dir = root / cache_dir
+    cache_dir = _pinned_cache_dir(cfg, cache_dir)
     sources = wikitext_sources(cfg, cache_dir) if cfg.name == "wikitext2" else text_sources(cfg)
     train_hashes, val_hashes = [_sha256(p) for p in sources.train], [_sha256(p) for p in sources.val]
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(settings, dict)
-    # Where the bytes came from is covered by the content hashes; only what shapes the tokens counts.
-    for unused in ("name", "train_files", "val_files", "root", "download", "cache_dir"):
-        settings.pop(unused, None)
-    for unused in ("train_split", "val_split"):
-        settings.pop(unused, None)
-    if cfg.tokenizer != "bpe":
-        settings.pop("vocab_size", None)
-    key = _key([CACHE_VERSION, train_hashes, val_hashes, settings])
+    key = _key([CACHE_VERSION, train_hashes, val_hashes, _token_settings(cfg)])
     cache_file = cache_dir / "tokens" / f"{cfg.name}-{cfg.tokenizer}-{cfg.mode}-{key}.pt"
     if cache_file.is_file():
         try:
@@ -337,7 +324,54 @@ def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
         cfg, train_lines, val_lines, _key(train_hashes), cache_dir
     )
     vocab = extra.pop("vocab", None)
+    train, val, pad, info = _to_blocks(cfg, train_ids, val_ids, pad_id)
+    info.update(extra)
+    saved = {"train": train, "val": val, "vocab_size": vocab_size, "pad_id": pad, "info": info}
+    if vocab is not None:
+        saved["vocab"] = vocab  # kept for decoding and inspection
+    _atomic_save(saved, cache_file)
+    elapsed = time.perf_counter() - start
+    info = {**info, "source": sources.description, "cache": "built", "build_seconds": elapsed}
+    return TokenData(train, val, vocab_size, pad, None, info)
 
+
+def _pinned_cache_dir(cfg: DictConfig, cache_dir: Path) -> Path:
+    """The config may pin its own cache (relative: to the project root)."""
+    if not cfg.get("cache_dir"):
+        return cache_dir
+    pinned = Path(str(cfg.cache_dir)).expanduser()
+    root = _project_root()
+    if not pinned.is_absolute() and root is not None:
+        pinned = root / pinned
+    return pinned
+
+
+def _token_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The data settings that shape the tokens; where the bytes came from is covered by the
+    content hashes of the files."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(settings, dict)
+    for unused in (
+        "name",
+        "train_files",
+        "val_files",
+        "root",
+        "download",
+        "cache_dir",
+        "train_split",
+        "val_split",
+    ):
+        settings.pop(unused, None)
+    if cfg.tokenizer != "bpe":
+        settings.pop("vocab_size", None)
+    return settings
+
+
+def _to_blocks(
+    cfg: DictConfig, train_ids: list[list[int]], val_ids: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
+    """Token lines → (train, val) blocks of seq_len + 1, the pad id (None when chunked: no
+    padding), and the size info."""
     block = int(cfg.seq_len) + 1
     hint = "use more text, a smaller data.seq_len, or a larger data.max_train_tokens / max_val_tokens"
     if cfg.mode == "chunk":
@@ -352,19 +386,12 @@ def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
             if rows.shape[0] == 0:
                 raise DataError(f"the {split} split has no line of 2 or more tokens; {hint}")
     n_train = token_count(train[:, 1:], pad)
-    info: dict[str, int | float | str] = {
+    info: dict[str, Any] = {
         "n_train_tokens": n_train,
         "n_val_tokens": token_count(val[:, 1:], pad),
         "n_train_blocks": train.shape[0],
         "n_val_blocks": val.shape[0],
         "mode": str(cfg.mode),
         "pad_fraction": 1.0 - n_train / (train.shape[0] * (block - 1)),
-        **extra,
     }
-    saved = {"train": train, "val": val, "vocab_size": vocab_size, "pad_id": pad, "info": info}
-    if vocab is not None:
-        saved["vocab"] = vocab  # kept for decoding and inspection
-    _atomic_save(saved, cache_file)
-    elapsed = time.perf_counter() - start
-    info = {**info, "source": sources.description, "cache": "built", "build_seconds": elapsed}
-    return TokenData(train, val, vocab_size, pad, None, info)
+    return train, val, pad, info

@@ -58,7 +58,7 @@ class SweepSpec:
     metric: str
     statistic: str
     direction: str
-    seeds: list[int]
+    seeds: list[int | None]  # [None] for jobs: each job carries its own seed
     enqueue: list[dict[str, Any]]
     experiment: str
     # A fixed list of runs instead of a search (ADR experiments): job name → overrides (seed
@@ -184,58 +184,41 @@ def _parse_param(key: str, node: Any) -> Param:
     )
 
 
+TOP_LEVEL_KEYS = {
+    "name",
+    "description",
+    "base",
+    "space",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "objective",
+    "seeds",
+    "enqueue",
+    "tracking",
+    "jobs",
+    "tags",
+}
+
+
 def load_spec(
     name_or_path: str, cli_overrides: list[str] | None = None, n_trials: int | None = None
 ) -> SweepSpec:
     path = resolve_spec_path(name_or_path)
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level")
+    raw = _read_spec_file(path)
     where = path.name
-    _known_keys(
-        raw,
-        {
-            "name",
-            "description",
-            "base",
-            "space",
-            "sampler",
-            "pruner",
-            "n_trials",
-            "objective",
-            "seeds",
-            "enqueue",
-            "tracking",
-            "jobs",
-            "tags",
-        },
-        where,
-    )
     base = raw.get("base") or {}
     _known_keys(base, {"overrides"}, f"{where}: base")
     objective = _require(raw, "objective", where)
     _known_keys(objective, {"metric", "statistic", "direction"}, f"{where}: objective")
     sampler = {"name": "tpe", "seed": 0, **(raw.get("sampler") or {})}
     pruner = {"name": "median", **(raw.get("pruner") or {})}
-    if sampler["name"] not in SAMPLERS:
-        raise SpecError(
-            f"sampler.name={sampler['name']!r} is not valid; choose one of: {', '.join(SAMPLERS)}"
-        )
-    if pruner["name"] not in PRUNERS:
-        raise SpecError(f"pruner.name={pruner['name']!r} is not valid; choose one of: {', '.join(PRUNERS)}")
+    _check_choice("sampler.name", sampler["name"], SAMPLERS)
+    _check_choice("pruner.name", pruner["name"], PRUNERS)
     statistic = objective.get("statistic", "best")
     direction = objective.get("direction", "minimize")
-    if statistic not in STATISTICS:
-        raise SpecError(
-            f"objective.statistic={statistic!r} is not valid; choose one of: {', '.join(STATISTICS)}"
-        )
-    if direction not in DIRECTIONS:
-        raise SpecError(
-            f"objective.direction={direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}"
-        )
+    _check_choice("objective.statistic", statistic, STATISTICS)
+    _check_choice("objective.direction", direction, DIRECTIONS)
     jobs = {str(k): [str(o) for o in v] for k, v in (raw.get("jobs") or {}).items()}
     if jobs:
         # Every job is enqueued as a fixed trial: workers pop them from the storage one at a
@@ -249,7 +232,6 @@ def load_spec(
     space_node = _require(raw, "space", where)
     if not isinstance(space_node, dict) or not space_node:
         raise SpecError(f"{where}: `space` must be a non-empty mapping of config paths to distributions")
-    space = [_parse_param(k, v) for k, v in space_node.items()]
     name = str(raw.get("name", path.stem))
     if cli_overrides:
         # The same spec with other overrides (e.g. scale=paper) is a different study.
@@ -259,34 +241,53 @@ def load_spec(
         path=path,
         description=str(raw.get("description", "")),
         overrides=[*list(base.get("overrides") or []), *(cli_overrides or [])],
-        space=space,
+        space=[_parse_param(k, v) for k, v in space_node.items()],
         sampler=sampler,
         pruner=pruner,
         n_trials=int(n_trials if n_trials is not None else raw.get("n_trials", 20)),
         metric=str(objective.get("metric", "val_ppl")),
         statistic=statistic,
         direction=direction,
-        seeds=[int(s) for s in (raw.get("seeds") or [0])],
+        # A job carries its own seed in its overrides.
+        seeds=[None] if jobs else [int(s) for s in (raw.get("seeds") or [0])],
         enqueue=list(raw.get("enqueue") or []),
         experiment=str((raw.get("tracking") or {}).get("experiment", f"sweep-{name}")),
         jobs=jobs,
         tags={str(k): str(v) for k, v in (raw.get("tags") or {}).items()},
     )
-    if jobs:
-        spec.seeds = [None]  # type: ignore[list-item]  # each job carries its own seed
     if spec.sampler["name"] == "grid":
-        # Shared by several workers, Optuna's grid sampler can hand out one point twice and
-        # skip another. Enqueued fixed trials are popped atomically from the storage instead.
-        grid = [
-            dict(zip(spec.keys, values)) for values in itertools.product(*(p.grid_values() for p in space))
-        ]
-        spec.enqueue = [*spec.enqueue, *(g for g in grid if g not in spec.enqueue)]
-        if n_trials is None and "n_trials" not in raw:
-            spec.n_trials = len(grid)
+        _enqueue_grid(spec, fixed_n_trials=n_trials is not None or "n_trials" in raw)
     if spec.n_trials <= 0:
         raise SpecError(f"n_trials={spec.n_trials} must be > 0")
     validate_against_config(spec)
     return spec
+
+
+def _read_spec_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    _known_keys(raw, TOP_LEVEL_KEYS, path.name)
+    return raw
+
+
+def _check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SpecError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _enqueue_grid(spec: SweepSpec, *, fixed_n_trials: bool) -> None:
+    """Shared by several workers, Optuna's grid sampler can hand out one point twice and skip
+    another. Enqueued fixed trials are popped atomically from the storage instead."""
+    grid = [
+        dict(zip(spec.keys, values)) for values in itertools.product(*(p.grid_values() for p in spec.space))
+    ]
+    spec.enqueue = [*spec.enqueue, *(g for g in grid if g not in spec.enqueue)]
+    if not fixed_n_trials:
+        spec.n_trials = len(grid)
 
 
 def _config_has(cfg: DictConfig, dotted: str) -> bool:
