@@ -190,3 +190,32 @@ def test_a_sweep_trial_is_named_by_number_and_sampled_values(tmp_path, runs_dir)
     assert experiment_link(spec) == f"[`sweep-names`]({url})"
     page = tracking.ui_url(uri, run.info.experiment_id, run.info.run_id)
     assert run_links(spec, pd.Series([run.info.run_id, ""])) == [f"[{run.info.run_id[:8]}]({page})", ""]
+
+
+def test_adrlab_ui_prints_a_training_view_link_per_experiment(runs_dir, monkeypatch, capsys) -> None:
+    import argparse
+    import os
+
+    from adrlab.cli import cmd_ui
+
+    monkeypatch.delenv("ADRLAB_UI_URL", raising=False)
+    uri = tracking.tracking_uri(None)
+    c = tracking.client(uri)
+    old = c.create_experiment("made-before-kinds")  # no kind tag, as in stores from older adrlab
+    launched: list[list[str]] = []
+
+    def fake_execv(_path: str, argv: list[str]) -> None:
+        launched.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    with pytest.raises(SystemExit):
+        cmd_ui(argparse.Namespace(port=5123))
+    out = capsys.readouterr().out
+    assert "mlflow ui on http://127.0.0.1:5123/#/experiments?workflowType=machine_learning" in out
+    assert (
+        f"made-before-kinds: http://127.0.0.1:5123/#/experiments/{old}?workflowType=machine_learning" in out
+    )
+    assert "Default" not in out  # MLflow's own empty experiment is left out
+    assert c.get_experiment(old).tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    assert launched and launched[0][launched[0].index("--port") + 1] == "5123"
