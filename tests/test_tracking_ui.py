@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from adrlab import tracking
-from adrlab.adr.document import parse_adr
 from adrlab.adr.report import mlflow_section
-from adrlab.adr.runs import find_adr
 from adrlab.config import compose
 from adrlab.data import build_synthetic
 from adrlab.run_names import description, run_name
@@ -86,6 +84,11 @@ def test_links_open_the_training_runs_view(monkeypatch) -> None:
         "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
     assert tracking.ui_url(local) == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+    # Without the experiment: MLflow's own /runs/<id> route finds it (reports committed to git).
+    assert (
+        tracking.ui_url(local, run_id="abc")
+        == "http://127.0.0.1:5000/#/runs/abc?workflowType=machine_learning"
+    )
     assert tracking.ui_url("http://mlflow.lab:8080/", "4").startswith(
         "http://mlflow.lab:8080/#/experiments/4?"
     )
@@ -142,11 +145,14 @@ def test_a_real_run_is_named_and_logs_its_training_data(runs_dir, monkeypatch) -
     assert "arm `adamw_arm` · seed 5" in copy.data.tags[tracking.TAG_NOTE]
     assert dataset_of(uri, reused.run_id).digest == dataset.digest
 
-    # The ADR report links each arm's runs by seed to their pages in mlflow ui.
-    evidence = pd.DataFrame({"arm": ["a", "b"], "seed": [5, 5], "run_id": [result.run_id, reused.run_id]})
-    section = "\n".join(mlflow_section(parse_adr(find_adr("0002")), evidence, uri))
-    assert section.startswith("## Runs in MLflow")
+    # The ADR report links each arm's runs by seed to their pages in mlflow ui's training view;
+    # a run this store does not hold (a committed snapshot's) by MLflow's /runs/<id> route.
+    gone = "f" * 32
+    evidence = pd.DataFrame({"arm": ["a", "b"], "seed": [5, 5], "run_id": [result.run_id, gone]})
+    section = "\n".join(mlflow_section(evidence))
+    assert section.startswith("### Runs in MLflow")
     assert f"| a | 1 | [s5]({tracking.ui_url(uri, experiment.experiment_id, result.run_id)}) |" in section
+    assert f"| b | 1 | [s5](http://127.0.0.1:5000/#/runs/{gone}?workflowType=machine_learning) |" in section
 
 
 def test_dataset_digest_follows_the_data() -> None:

@@ -180,6 +180,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from adrlab.adr.document import AdrError
     from adrlab.adr.report import run_report
 
+    if getattr(args, "diff", None):
+        from adrlab.adr.report import print_verdict_diff
+
+        return print_verdict_diff(args.diff)
     try:
         return run_report(args.adr, scale=args.scale, check=args.check, force=args.force)
     except AdrError as exc:
@@ -298,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--scale", default="smoke", help="which experiments' runs to judge (default smoke)")
     report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
     report.add_argument("--storage", default=None, help="the study's storage, if not the default")
+    report.add_argument(
+        "--diff",
+        default=None,
+        metavar="GIT_REF",
+        help="print a markdown summary of verdict changes since GIT_REF",
+    )
     report.set_defaults(func=cmd_report)
 
     adr = sub.add_parser("adr", help="list, lint and run the experiments of ADRs")

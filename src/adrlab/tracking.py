@@ -141,7 +141,8 @@ def ui_url(
     *,
     base: str | None = None,
 ) -> str:
-    """The `mlflow ui` address of an experiment's training-runs table, or of one run's page.
+    """The `mlflow ui` address of an experiment's training-runs table, or of one run's page
+    (without experiment_id: MLflow's /runs/<id> route, which finds the run's experiment).
 
     base: the UI's address; default: the tracking server itself when `uri` is http(s), else
     $ADRLAB_UI_URL, else `adrlab ui`'s own default. `?workflowType=machine_learning` keeps MLflow 3
@@ -153,7 +154,8 @@ def ui_url(
         base = uri if remote else os.environ.get("ADRLAB_UI_URL") or DEFAULT_UI
     base = base.rstrip("/")
     if experiment_id is None:
-        return f"{base}/#/experiments?workflowType=machine_learning"
+        page = f"/runs/{run_id}" if run_id is not None else "/experiments"
+        return f"{base}/#{page}?workflowType=machine_learning"
     page = f"/runs/{run_id}" if run_id is not None else ""
     return f"{base}/#/experiments/{experiment_id}{page}?workflowType=machine_learning"
 

@@ -49,6 +49,7 @@ from adrlab.optim import (
     resolve_decay,
     set_step_hyperparams,
 )
+from adrlab.provenance import TAG_CODE_HASH, training_code_hash
 from adrlab.runstore import (
     checkpoint_path,
     epochs_of,
@@ -225,7 +226,7 @@ def prepare(
     if plan.resume_run_id is None:
         plan.resume_run_id = resume_target(cfg, uri, chash)
     if plan.resume_run_id is None and cfg.tracking.reuse:
-        plan.reuse_source = find_reusable(uri, chash)
+        plan.reuse_source = find_reusable(uri, chash, training_code_hash())
     return plan
 
 
@@ -235,6 +236,7 @@ def run_tags(
     tags = {
         tracking.TAG_CONFIG_HASH: chash,
         tracking.TAG_GIT_SHA: tracking.git_sha(),
+        TAG_CODE_HASH: training_code_hash(),
         tracking.TAG_SEED: int(cfg.seed),
         tracking.TAG_SCALE: cfg.scale,
         tracking.TAG_ARM: cfg.arm,
