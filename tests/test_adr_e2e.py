@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -67,6 +68,7 @@ def adr_file(tmp_path: Path) -> Path:
 
 
 def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ADRLAB_UI_URL", raising=False)  # report links use the default ui address
     before = adr_file.read_text()
     ran = run_experiments(str(adr_file), workers=2)
     assert sorted(ran["jobs"]) == ["decayed-s1", "decayed-s2", "plain-s1", "plain-s2"]
@@ -78,6 +80,11 @@ def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, mon
         ("plain", 1),
         ("plain", 2),
     ]
+    # In mlflow ui: each run named by ADR, arm and seed, described by the ADR's title.
+    named = runs.set_index(["arm", "seed"])
+    assert named.loc[("plain", 2), "tags.mlflow.runName"] == "0042 plain s2"
+    note = named.loc[("decayed", 1), "tags.mlflow.note.content"]
+    assert note.startswith("ADR-0042: 小实验") and "arm `decayed` · seed 1 · scale smoke" in note
     assert run_experiments(str(adr_file), workers=2)["jobs"] == []  # nothing missing any more
 
     assert run_report(str(adr_file)) == 0
@@ -95,6 +102,11 @@ def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, mon
     assert "data.vocab_size" in set(evidence["metric"])
     assert (tmp_path / "reports" / "adr-0042" / "forest.png").is_file()
     assert (tmp_path / "reports" / "adr-0042" / "val_ppl.png").is_file()
+    readme = (tmp_path / "reports" / "adr-0042" / "README.md").read_text()
+    links = re.findall(
+        r"\[s[12]\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/(\w+)\?workflowType=", readme
+    )
+    assert "### Runs in MLflow" in readme and sorted(links) == sorted(runs["run_id"])
 
     mtime = adr_file.stat().st_mtime_ns
     assert run_report(str(adr_file)) == 0  # idempotent

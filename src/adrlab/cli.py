@@ -149,7 +149,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     ]
     if uri.startswith("sqlite"):
         cmd += ["--default-artifact-root", tracking.artifact_root(None)]
-    print(f"adrlab: mlflow ui on http://127.0.0.1:{args.port}  (store: {uri})")
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"adrlab: mlflow ui on {tracking.ui_url(uri, base=base)}  (store: {uri})")
+    tracking.mark_training_experiments(uri)  # older stores: open runs tables, not GenAI pages
+    for name, url in tracking.experiment_urls(uri, base=base).items():  # each opens its runs table
+        print(f"  {name}: {url}")
+    sys.stdout.flush()  # execv drops what is still buffered
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
 

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 
-from adrlab import tracking
+from adrlab import run_names, tracking
 from adrlab.config import config_hash, flatten
 from adrlab.data import TokenData, build_data
 from adrlab.lm import (
@@ -245,6 +245,7 @@ def run_tags(
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(run_names.labels(cfg, tags))  # name (and an ADR run's description) in mlflow ui
     return tags
 
 
@@ -270,6 +271,7 @@ def reuse(plan: RunPlan) -> RunResult:
     tags = {**plan.tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
     logger = create_tracked_run(plan, tags)
     logger.params({**original.data.params, **flatten(plan.cfg)})
+    logger.copy_inputs(source)
     history = tracking.metric_history(plan.uri, source, sorted(original.data.metrics))
     for metric, step, value in history.itertuples(index=False):
         logger.metric(metric, value, step)
@@ -345,7 +347,7 @@ def create_tracked_run(plan: RunPlan, tags: dict[str, Any]) -> tracking.RunLogge
         lambda: c.create_run(
             plan.experiment_id,
             tags={k: str(v) for k, v in tags.items() if v is not None},
-            run_name=plan.cfg.tracking.run_name or plan.cfg.arm,
+            run_name=tags[tracking.TAG_RUN_NAME],
         )
     )
     return tracking.RunLogger(plan.uri, run.info.run_id)
@@ -356,6 +358,7 @@ def open_tracked_run(setup: TrainingSetup, plan: RunPlan) -> tracking.RunLogger:
     logger = create_tracked_run(plan, plan.tags)
     logger.params({**flatten(setup.cfg), **{f"derived.{k}": v for k, v in setup.derived.items()}})
     logger.text_artifact("config.yaml", OmegaConf.to_yaml(setup.cfg, resolve=True))
+    logger.dataset(tracking.training_dataset(setup.cfg.data, setup.data))
     return logger
 
 

@@ -385,12 +385,42 @@ def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
             "applied.",
             "",
         ]
+    lines += mlflow_section(ev)
     out = adr_report_dir(adr)
     for base in PLOT_BASES:
         name = plot_name(base, item.scale)
         if (out / name).is_file():
             lines += [f"![{name}]({name})", ""]
     return lines
+
+
+def mlflow_section(evidence: pd.DataFrame) -> list[str]:
+    """Each arm's runs, linked to their pages in `mlflow ui`'s training view. A run the store
+    does not hold (evidence from a committed snapshot) gets MLflow's /runs/<id> route, which
+    finds the run wherever it is stored but opens it under GenAI's navigation."""
+    runs = evidence[["arm", "seed", "run_id"]].drop_duplicates().astype({"run_id": str})
+    if runs.empty:
+        return []
+    uri = tracking.tracking_uri(None)
+    found = tracking.run_urls(uri, runs["run_id"])
+    url = {r: found.get(r) or tracking.ui_url(uri, run_id=r) for r in runs["run_id"]}
+    rows = []
+    for arm, group in runs.sort_values(["arm", "seed", "run_id"]).groupby("arm", sort=True):
+        several = group["seed"].duplicated(keep=False).any()  # a sweep arm: many runs per seed
+        links = [
+            f"[{r.run_id[:8] if several else f's{r.seed}'}]({url[r.run_id]})" for r in group.itertuples()
+        ]
+        shown = " · ".join(links[:12]) + (f" · +{len(links) - 12} more" if len(links) > 12 else "")
+        rows.append([arm, len(links), shown])
+    intro = "Each run's page in `mlflow ui` (`make ui`; the store that holds these runs)."
+    return [
+        "### Runs in MLflow",
+        "",
+        intro,
+        "",
+        markdown_table(["arm", "runs", "open in mlflow ui"], rows),
+        "",
+    ]
 
 
 def write_adr_report(adr: Adr, judged: list[ScaleEvidence], block: str, out: Path) -> None:

@@ -15,8 +15,8 @@ from adrlab.adr.metrics import EPOCH_METRICS, STEP_METRICS
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
 from adrlab.config import compose, project_root
 
-TAG_ADR = "adrlab.adr"
-TAG_ADR_SCALE = "adrlab.adr_scale"
+TAG_ADR = tracking.TAG_ADR
+TAG_ADR_SCALE = tracking.TAG_ADR_SCALE
 # Per-step metrics every ADR report draws (grad norm/energy traces, memory profile, weight RMS).
 REPORT_STEP_METRICS = (
     "grad_norm",
@@ -190,7 +190,7 @@ def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) 
             "jobs": jobs,
             "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
             "tracking": {"experiment": experiment_name(adr)},
-            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale},
+            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale, tracking.TAG_ADR_TITLE: adr.title},
         }
         path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -230,10 +230,24 @@ def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> li
         f"- spec: `{spec_path}`; base overrides: `{' '.join(spec.overrides)}`",
         f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
         f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: {experiment_link(spec)}",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
     ]
+
+
+def experiment_link(spec: SweepSpec) -> str:
+    """The study's MLflow experiment as a markdown link to its runs table in `mlflow ui`."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    url = tracking.experiment_urls(uri, [spec.experiment]).get(spec.experiment)
+    return f"[`{spec.experiment}`]({url})" if url else f"`{spec.experiment}`"
+
+
+def run_links(spec: SweepSpec, run_ids: pd.Series) -> list[str]:
+    """Short run ids, each a markdown link to the run's page in `mlflow ui` (when in the store)."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    urls = tracking.run_urls(uri, [r for r in run_ids.astype(str) if r])
+    return [f"[{r[:8]}]({urls[r]})" if r in urls else r[:8] for r in run_ids.astype(str)]
 
 
 def write_sweep_report(
@@ -254,7 +268,7 @@ def write_sweep_report(
         for title, file in plots:
             lines += [f"### {title}", "", f"![{title}]({file})", ""]
     if not table.empty:
-        lines += ["## Trials", "", _trials_markdown(table), ""]
+        lines += ["## Trials", "", _trials_markdown(spec, table), ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
@@ -294,9 +308,9 @@ def _best_trial_lines(spec: SweepSpec, study: optuna.Study) -> list[str]:
     ]
 
 
-def _trials_markdown(table: pd.DataFrame) -> str:
+def _trials_markdown(spec: SweepSpec, table: pd.DataFrame) -> str:
     params = [c for c in table.columns if c.startswith("p:")]
     shown = table[["trial", "state", "value", "epochs", *params, "run_id", "reason"]].copy()
-    shown["run_id"] = shown["run_id"].astype(str).str[:8]
+    shown["run_id"] = run_links(spec, shown["run_id"])
     shown.columns = [c.removeprefix("p:") for c in shown.columns]
     return frame_to_markdown(shown)

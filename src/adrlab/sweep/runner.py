@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from adrlab import tracking
+from adrlab import run_names, tracking
 from adrlab.config import compose
 from adrlab.sweep.spec import SweepSpec, load_spec
 from adrlab.sweep.storage import (
@@ -33,7 +33,7 @@ from adrlab.sweep.storage import (
 from adrlab.train import Pruned, train
 
 TAG_SWEEP = "adrlab.sweep"
-TAG_TRIAL = "adrlab.trial"
+TAG_TRIAL = tracking.TAG_TRIAL
 TAG_STORAGE = "adrlab.storage"
 TAG_SWEEP_PARENT = "adrlab.sweep_parent"
 
@@ -245,6 +245,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     for i, seed in enumerate(spec.seeds):
         cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
         seed = int(cfg.seed)
+        shown = values if len(spec.seeds) == 1 else {**values, "seed": seed}
+        cfg.tracking.run_name = run_names.run_name(cfg, tags, shown)  # `t07 λ=0.031 cosine`
         on_epoch = pruning_callback(trial, spec, active=i == 0)  # the first seed drives pruning
         result = train(cfg, epoch_callback=on_epoch, parent_run_id=ctx.parent_run_id, extra_tags=tags)
         trial.set_user_attr(f"run_id_seed{seed}", result.run_id)
