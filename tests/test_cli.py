@@ -67,14 +67,10 @@ def test_cfg_job_all_and_print_config_alias(capsys: pytest.CaptureFixture[str]) 
 
 def test_a_group_given_twice_is_refused_naming_both(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["run", "experiment=smoke_wikitext2", "experiment=v_rmsuon", "--cfg", "job"])
+        main(["run", "experiment=rmsuon_wd0", "experiment=v_rmsuon", "--cfg", "job"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert (
-        "experiment given twice" in err
-        and "experiment=smoke_wikitext2" in err
-        and "experiment=v_rmsuon" in err
-    )
+    assert "experiment given twice" in err and "experiment=rmsuon_wd0" in err and "experiment=v_rmsuon" in err
     assert main(["sweep", "lambda_schedule", "optimizer=adamw", "+optimizer=muon"]) == 2
     assert "optimizer given twice" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="experiment given twice"):

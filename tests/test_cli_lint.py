@@ -79,9 +79,9 @@ def test_a_valid_adr_and_the_repositorys_adrs_pass(tmp_path: Path) -> None:
         ({"smoke_arm": 'typo: ["optimizer.lrr=0.1"]'}, "typo:", "optimizer.lrr is not a setting"),
         ({"smoke_arm": 'neg: ["optimizer.lr=-1"]'}, "neg:", "optimizer.lr=-1.0 must be > 0"),
         (
-            {"smoke_arm": 'twice: ["experiment=smoke_wikitext2", "experiment=v_rmsuon"]'},
+            {"smoke_arm": 'twice: ["experiment=rmsuon_wd0", "experiment=v_rmsuon"]'},
             "twice:",
-            "experiment given twice: experiment=smoke_wikitext2 and experiment=v_rmsuon",
+            "experiment given twice: experiment=rmsuon_wd0 and experiment=v_rmsuon",
         ),
         # Only at the paper scale: the arm is fine at smoke, the scale-wide data=wikitext2 repeats.
         (

@@ -385,6 +385,9 @@ class SyntheticDataConfig(DataConfig):
     train_tokens: int = 60_000
     val_tokens: int = 16_384
     source_seed: int = 1234
+    # Draw a new train sample of train_tokens from the same source every epoch (epoch 1's is the
+    # fixed sample), so E epochs see E·train_tokens distinct tokens instead of one sample E times.
+    fresh_each_epoch: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -459,6 +462,9 @@ class TrainerConfig:
     eval_batch_size: int = 64
     max_steps_per_epoch: int | None = None
     max_eval_batches: int | None = None
+    # Also validate every N optimizer steps (val_loss_step / val_ppl_step at the global step),
+    # so a run of few epochs still has a validation curve; 0 = only at the end of each epoch.
+    eval_every_steps: int = 0
     grad_clip: float = 1.0  # 0 turns clipping off
     log_every: int = 10
     device: str = "auto"
@@ -476,6 +482,7 @@ class TrainerConfig:
         _positive("trainer", "log_every", self.log_every)
         _positive("trainer", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("trainer", "threads", self.threads, allow_zero=True)
+        _positive("trainer", "eval_every_steps", self.eval_every_steps, allow_zero=True)
         if self.max_steps_per_epoch is not None:
             _positive("trainer", "max_steps_per_epoch", self.max_steps_per_epoch)
         if self.max_eval_batches is not None:
@@ -670,6 +677,10 @@ def check_compatibility(cfg: DictConfig) -> None:
         )
 
 
+# Options whose off value (0 / false) trains and logs exactly as before they existed.
+OFF_BY_DEFAULT = (("trainer", "eval_every_steps"), ("data", "fresh_each_epoch"))
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a run's training config (seed included; labels, tracking and resume excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -678,6 +689,9 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(volatile, None)
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)
+    for group, key in OFF_BY_DEFAULT:  # an option left off keeps the hashes of runs made before it
+        if not container.get(group, {}).get(key, True):
+            container[group].pop(key)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -397,14 +397,13 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
     cfg, batch_size, bound = setup.cfg, setup.batch_size, setup.divergence_bound
     log_every = int(cfg.trainer.log_every)
     tokens_per_step = batch_size * int(cfg.data.seq_len)
-    order = epoch_order(setup.data.train.shape[0], int(cfg.seed), epoch)
+    train_blocks = setup.data.epoch_train(epoch)  # a new sample per epoch when the source streams
+    order = epoch_order(train_blocks.shape[0], int(cfg.seed), epoch)
     loss_sum, loss_steps = 0.0, 0
     interval_start, interval_tokens = time.perf_counter(), 0
     bar = setup.progress.bar(setup.steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
     for i in range(setup.steps_per_epoch):
-        batch = setup.data.train[order[i * batch_size : (i + 1) * batch_size]].to(
-            setup.device, non_blocking=True
-        )
+        batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]].to(setup.device, non_blocking=True)
         state.global_step += 1
         log_now = state.global_step % log_every == 0 or state.global_step == 1
         loss, gnorm = train_step(setup, batch, state.global_step - 1, log_now)
@@ -416,6 +415,7 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
             break
         loss_sum += loss
         loss_steps += 1
+        evaluate_every_steps(setup, state)
         if log_now and cfg.tracking.log_steps:
             tokens_per_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
             log_step(setup, state, loss, gnorm, tokens_per_s)
@@ -425,6 +425,18 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
             bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     return None if state.result.state == "DIVERGED" else loss_sum / max(loss_steps, 1)
+
+
+def evaluate_every_steps(setup: TrainingSetup, state: RunState) -> None:
+    """`trainer.eval_every_steps`: validation inside the epoch, logged at the global step as
+    val_loss_step / val_ppl_step. Evaluation draws no random numbers and leaves the model in
+    train mode, so the training trajectory is the same with or without it."""
+    every = int(setup.cfg.trainer.eval_every_steps)
+    if every <= 0 or state.global_step % every != 0:
+        return
+    val_loss = evaluate(setup.model, setup.data.val, setup.cfg, setup.data.pad_id, setup.device)
+    point = {"val_loss_step": val_loss, "val_ppl_step": math.exp(min(val_loss, 700.0))}
+    state.logger.metrics(point, state.global_step)
 
 
 def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bool) -> tuple[float, float]:

@@ -24,6 +24,9 @@ STEP_METRICS: tuple[str, ...] = (
     "update_rms",
     "energy_mean",
     "energy_max",
+    # Only with trainer.eval_every_steps > 0: validation every N steps (x = global step).
+    "val_loss_step",
+    "val_ppl_step",
 )
 LOGGED_METRICS: tuple[str, ...] = (*EPOCH_METRICS, *STEP_METRICS)
 # Statistics whose per-run value can change sign: a ratio of two of them can invert the claim.

@@ -19,11 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
 from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.history import append_history, history_markdown, verdict_diff
-from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
+from adrlab.adr.runs import all_adr_paths, arm_run_overrides, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
 from adrlab.config import compose, project_root, reports_root
@@ -56,13 +57,23 @@ def adr_report_dir(adr: Adr) -> Path:
 
 
 def data_description(adr: Adr, scale: str) -> str:
+    """What the arms at `scale` train on, from each arm's own composed config (not from the
+    scale's overrides alone: an override that loses, or a sweep arm that never sees the scale's
+    overrides, would otherwise be described as the scale). Arms that differ are named."""
     exp = experiment_at(adr, scale)
-    cfg = compose(list(exp.overrides))
-    text = (
-        f"{cfg.data.name} data, {cfg.model.name} model ({cfg.model.d_model}d × {cfg.model.n_layers} layers), "
-    )
-    text += f"{cfg.trainer.epochs} epochs, seeds {list(exp.seeds)}"
-    return text
+    arms_by_setup: dict[str, list[str]] = {}
+    for arm, override_lists in arm_run_overrides(adr, scale).items():
+        arms_by_setup.setdefault(setup_description(compose(override_lists[0])), []).append(arm)
+    if len(arms_by_setup) == 1:
+        text = next(iter(arms_by_setup))
+    else:
+        text = "; ".join(f"{setup} ({', '.join(arms)})" for setup, arms in arms_by_setup.items())
+    return f"{text}, seeds {list(exp.seeds)}"
+
+
+def setup_description(cfg: DictConfig) -> str:
+    model = f"{cfg.model.name} model ({cfg.model.d_model}d × {cfg.model.n_layers} layers)"
+    return f"{cfg.data.name} data, {model}, {cfg.trainer.epochs} epochs"
 
 
 def evidence_date(evidence: pd.DataFrame) -> str:

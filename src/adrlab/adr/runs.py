@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from adrlab import tracking
-from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
+from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
 from adrlab.adr.metrics import EPOCH_METRICS, STEP_METRICS
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
 from adrlab.config import compose, project_root
@@ -142,8 +142,31 @@ def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
             continue
         for seed in exp.seeds:
             if (arm.name, seed) not in done:
-                jobs[f"{arm.name}-s{seed}"] = [*arm.overrides, f"seed={seed}", f"arm={arm.name}"]
+                jobs[f"{arm.name}-s{seed}"] = arm_job(arm, seed)
     return jobs
+
+
+def arm_job(arm: Arm, seed: int) -> list[str]:
+    """An override arm's run at one seed; it is composed after the scale's overrides."""
+    return [*arm.overrides, f"seed={seed}", f"arm={arm.name}"]
+
+
+def arm_run_overrides(adr: Adr, scale: str) -> dict[str, list[list[str]]]:
+    """Per arm, the override lists its runs at `scale` are composed from (first seed; one list
+    per enqueued point of a sweep arm), built as `run_experiments` builds them: override arms
+    after the scale's overrides, sweep arms from their spec and the arm's own overrides only."""
+    from adrlab.sweep.spec import load_spec
+
+    exp = experiment_at(adr, scale)
+    out: dict[str, list[list[str]]] = {}
+    for arm in exp.arms.values():
+        if not arm.sweep:
+            out[arm.name] = [[*exp.overrides, *arm_job(arm, exp.seeds[0])]]
+            continue
+        spec = load_spec(arm.sweep, list(arm.overrides))
+        seed = [] if spec.seeds[0] is None else [f"seed={spec.seeds[0]}"]
+        out[arm.name] = [[*spec.overrides_for(point), *seed] for point in (spec.enqueue or [{}])]
+    return out
 
 
 def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) -> dict[str, object]:

@@ -124,10 +124,17 @@ def _describe_dir(directory: Path) -> str:
 
 def wikitext_candidates(cfg: DictConfig) -> list[tuple[str, Path | None]]:
     """(label, directory) in search order; None where the location is undefined (env var unset)."""
-    if cfg.get("root"):
-        return [("data.root", Path(str(cfg.root)).expanduser())]
-    env = os.environ.get("ADRLAB_DATA_DIR")
     root = project_root()
+    if cfg.get("root"):
+        given = Path(str(cfg.root)).expanduser()
+        if given.is_absolute():
+            return [("data.root", given)]
+        # Relative: from the cwd, then from the project root (the same run works from anywhere).
+        return [
+            ("data.root (from the cwd)", given),
+            ("data.root (from the project root)", (root / given).resolve()),
+        ]
+    env = os.environ.get("ADRLAB_DATA_DIR")
     return [
         ("$ADRLAB_DATA_DIR/wikitext-2", Path(env).expanduser() / "wikitext-2" if env else None),
         ("<project>/data/wikitext-2", root / "data" / "wikitext-2"),
