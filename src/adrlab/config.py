@@ -65,11 +65,19 @@ class AdamWConfig(OptimizerConfig):
     name: str = "adamw"
 
 
+NS_SCHEDULE_NAMES = ("quintic", "polar_express")  # adrlab.optim.muon.NS_SCHEDULES (kept import-free)
+
+
 @dataclass
 class HybridConfig(OptimizerConfig):
     """Optimizers that give hidden matrices a structured update and AdamW to the rest."""
 
     ns_steps: int = 5
+    # Newton–Schulz coefficient schedule: quintic (Keller Jordan's, torch.optim.Muon's; default) or
+    # polar_express (Amsel et al. 2025); ns_coefficients, when set, lists explicit (a, b, c)
+    # triples, one per iteration (the last repeats), and takes precedence over the name.
+    ns_schedule: str = "quintic"
+    ns_coefficients: list[list[float]] | None = None
     # AdamW group (embeddings, tied head, 1-D parameters); null means "same as the structured group".
     adamw_lr: float | None = None
     adamw_betas: list[float] | None = None
@@ -78,6 +86,13 @@ class HybridConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive("optimizer", "ns_steps", self.ns_steps)
+        _one_of("optimizer", "ns_schedule", self.ns_schedule, NS_SCHEDULE_NAMES)
+        if self.ns_coefficients is not None:
+            _check(
+                len(self.ns_coefficients) > 0 and all(len(t) == 3 for t in self.ns_coefficients),
+                f"optimizer.ns_coefficients={self.ns_coefficients!r} must list (a, b, c) triples, "
+                "one per Newton–Schulz iteration",
+            )
         if self.adamw_lr is not None:
             _positive("optimizer", "adamw_lr", self.adamw_lr)
         if self.adamw_betas is not None:

@@ -145,6 +145,12 @@ def build_optimizer(model: nn.Module, cfg: DictConfig, decay: DecaySpec) -> Opti
         )
     if structured:
         matrix_hp["ns_steps"] = int(opt.ns_steps)
+        coefficients = opt.get("ns_coefficients")
+        matrix_hp["ns_schedule"] = (
+            [[float(x) for x in t] for t in coefficients]
+            if coefficients
+            else str(opt.get("ns_schedule", "quintic"))
+        )
     if name == "ada_rmsuon":
         matrix_hp["normalize"] = bool(opt.normalize)
     if not structured:
