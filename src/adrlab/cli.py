@@ -224,7 +224,7 @@ def cmd_adr(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from adrlab.bench import run_bench
 
-    path = run_bench(args.suite or ["framework", "optimizers"], args.reps)
+    path = run_bench(args.suite or ["framework", "logging", "optimizers"], args.reps)
     print(path.read_text())
     print(f"wrote {path} and {path.with_name('bench.json')}")
     return 0
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--suite",
         action="append",
-        choices=["framework", "optimizers", "sweep", "workers"],
+        choices=["framework", "logging", "optimizers", "sweep", "workers", "readback"],
         help="which suites, repeatable (default: framework and optimizers; sweep takes ~8 min "
         "and workers ~5 min on 2 cores); suites not run keep their last figures",
     )

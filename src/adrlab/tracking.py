@@ -10,6 +10,7 @@ criteria all use them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import subprocess
@@ -213,11 +214,69 @@ def search_runs(
 
 def metric_history(uri: str, run_id: str, keys: Iterable[str]) -> pd.DataFrame:
     """Long frame (metric, step, value) of the given metrics for one run."""
-    c = client(uri)
-    rows = [
-        (key, m.step, m.value)
-        for key in keys
-        for m in with_retry(lambda key=key: c.get_metric_history(run_id, key))
-    ]
-    frame = pd.DataFrame(rows, columns=["metric", "step", "value"])
-    return frame.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
+    frame = metric_histories(uri, [run_id], keys)
+    return frame.drop(columns="run_id")
+
+
+HISTORY_COLUMNS = ["run_id", "metric", "step", "value"]
+_SQL_CHUNK = 400  # run ids per IN (...) list: well under SQLite's bound-variable limit
+
+
+def metric_histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+    """Long frame (run_id, metric, step, value) of the given metrics for many runs.
+
+    On a database-backed store (sqlite, postgresql, mysql) this is one SQL query per few
+    hundred runs on MLflow's `metrics` table; elsewhere (an http:// tracking server) one
+    get_metric_history call per run and metric. Both give the values MLflow's API gives
+    (NaN restored from is_nan), sorted by run, metric, step."""
+    run_ids, keys = list(dict.fromkeys(run_ids)), sorted(set(keys))
+    if not run_ids or not keys:
+        rows: list[tuple] = []
+    elif _is_database(uri):
+        rows = with_retry(lambda: _histories_sql(uri, run_ids, keys))
+    else:
+        c = client(uri)
+        rows = [
+            (run_id, key, m.step, m.value)
+            for run_id in run_ids
+            for key in keys
+            for m in with_retry(lambda run_id=run_id, key=key: c.get_metric_history(run_id, key))
+        ]
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    frame["step"] = frame["step"].astype("int64")
+    frame["value"] = frame["value"].astype(float)
+    return frame.sort_values(["run_id", "metric", "step"], kind="stable").reset_index(drop=True)
+
+
+def _is_database(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine(uri: str):
+    if uri not in _ENGINES:
+        import sqlalchemy
+
+        _ENGINES[uri] = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    return _ENGINES[uri]
+
+
+def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> list[tuple]:
+    """Rows of MLflow's `metrics` table, ordered as get_metric_history returns them (by
+    timestamp, step, value) within a run and metric; the caller's stable sort keeps that order."""
+    import sqlalchemy
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    table = SqlMetric.__table__
+    rows: list[tuple] = []
+    with _engine(uri).connect() as conn:
+        for i in range(0, len(run_ids), _SQL_CHUNK):
+            query = (
+                sqlalchemy.select(table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan)
+                .where(table.c.run_uuid.in_(run_ids[i : i + _SQL_CHUNK]), table.c.key.in_(keys))
+                .order_by(table.c.run_uuid, table.c.key, table.c.timestamp, table.c.step, table.c.value)
+            )
+            rows += [(r, k, s, math.nan if nan else v) for r, k, s, v, nan in conn.execute(query)]
+    return rows

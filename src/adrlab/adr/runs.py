@@ -195,11 +195,15 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
         str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
     }
     step_metrics = set(STEP_METRICS) | {c.metric for c in adr.criteria if c.metric not in EPOCH_METRICS}
+    # One bulk read for every run (not one call per run and metric): see tracking.metric_histories.
+    histories = tracking.metric_histories(uri, runs["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
+    by_run = {run_id: frame for run_id, frame in histories.groupby("run_id", sort=False)}
+    no_history = histories.iloc[:0]
     for _, run in runs.iterrows():
         status = "FINISHED" if run["state"] == "COMPLETE" else "DIVERGED"
         head = (run["run_id"], run["arm"], int(run["seed"]), status)
-        history = tracking.metric_history(uri, run["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
-        for metric, step, value in history.itertuples(index=False):
+        history = by_run.get(run["run_id"], no_history)
+        for _, metric, step, value in history.itertuples(index=False):
             kind = "epoch" if metric in EPOCH_METRICS else "step"
             rows.append((*head, kind, metric, float(step), float(value)))
         for key in sorted(wanted_params):
