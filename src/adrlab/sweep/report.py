@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from adrlab import tracking
 from adrlab.config import compose, reports_root
 from adrlab.mdtable import frame_to_markdown
-from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 from adrlab.sweep.spec import SweepSpec, load_spec
+from adrlab.sweep.storage import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 
 
 def report_dir(name: str) -> Path:
