@@ -40,7 +40,11 @@ STATISTICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cv": ((), ("start", "end")),
     "max_spike": ((), ("window", "start", "end")),
     "spread": (("over", "of"), ("kind",)),
+    # First epoch/step at which the metric reaches `target` (censored: +inf); see adr/README.md.
+    "time_to_target": (("target",), ("axis",)),
 }
+# Axes time_to_target reads from a run's own series (stats.time_to_target also takes seconds/tokens).
+TIME_TO_TARGET_AXES: tuple[str, ...] = ("epoch", "step")
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     "title",
@@ -628,6 +632,8 @@ class _Validator:
                 params[k] = str(self.string(m, "over", where))
             elif k == "kind":
                 params[k] = self.choice(m, "kind", where, SPREAD_KINDS, "ratio")
+            elif k == "axis":
+                params[k] = self.choice(m, "axis", where, TIME_TO_TARGET_AXES, "epoch")
             elif k in ("epoch", "window"):
                 params[k] = self.integer(m, k, where, minimum=1)
             else:  # start / end: epochs or steps

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from adrlab import tracking
+from adrlab.adr.costs import COST_NOTE, cost_table
 from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
@@ -279,6 +280,9 @@ def write_adr_report(
     derived = derived_table(evidence)
     if derived:
         lines += ["## Decay per arm (derived at build time)", "", derived, ""]
+    costs = cost_table(evidence)
+    if costs:
+        lines += ["## Cost next to quality (per arm)", "", costs, "", COST_NOTE, ""]
     if memory_rows:
         lines += [
             "## Memory profile and weight RMS",

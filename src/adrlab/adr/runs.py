@@ -10,12 +10,13 @@ import pandas as pd
 import yaml
 
 from adrlab import tracking
+from adrlab.adr.costs import COST_EPOCH_METRICS, COST_PARAMS
 from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
 from adrlab.config import compose, project_root
 
 TAG_ADR = "adrlab.adr"
 TAG_ADR_SCALE = "adrlab.adr_scale"
-EPOCH_METRICS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch")
+EPOCH_METRICS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch", *COST_EPOCH_METRICS)
 # Per-step metrics every ADR report draws (grad norm/energy traces, memory profile, weight RMS).
 STEP_METRICS = (
     "grad_norm",
@@ -43,6 +44,7 @@ PARAMS = (
     "derived.predicted_weight_rms",
     "derived.steps_per_epoch",
     "derived.entropy_floor_ppl",
+    *COST_PARAMS,
 )
 EVIDENCE_COLUMNS = ["run_id", "arm", "seed", "status", "kind", "metric", "x", "value"]
 
