@@ -86,3 +86,26 @@ def test_statistics_only_on_logging_steps_and_never_without_step_logging(
     if log_steps:  # the cost timing rides on the logging steps
         assert 0 < run.data.metrics["optimizer_step_share"] < 1
         assert result.epochs[-1]["step_time_ms"] > 0
+
+
+def test_adr_cost_table_puts_cost_next_to_quality_per_arm() -> None:
+    import pandas as pd
+
+    from adrlab.adr.costs import cost_table
+
+    rows = []
+    for arm, seconds, share, ratio in (("adamw", 5.0, 0.05, 0.0), ("rmsuon", 6.5, 0.25, 0.5)):
+        for seed in (1, 2):
+            run = f"{arm}-{seed}"
+            for epoch, ppl in ((1, 200.0 + seed), (2, 150.0 + seed), (3, 160.0)):
+                rows.append((run, arm, seed, "FINISHED", "epoch", "val_ppl", epoch, ppl))
+                rows.append((run, arm, seed, "FINISHED", "epoch", "epoch_time", epoch, seconds + seed))
+                rows.append((run, arm, seed, "FINISHED", "epoch", "optimizer_step_share", epoch, share))
+                rows.append((run, arm, seed, "FINISHED", "epoch", "peak_memory_mb", epoch, 100.0 * seed))
+            rows.append((run, arm, seed, "FINISHED", "param", "derived.ns_flops_ratio", float("nan"), ratio))
+    evidence = pd.DataFrame(rows, columns=["run_id", "arm", "seed", "status", "kind", "metric", "x", "value"])
+    table = cost_table(evidence)
+    # best PPL median of 151, 152; s/epoch median of 6, 7; no step time logged: blank, not 0.
+    assert "| adamw | 2 | 151.5 | 6.5 | 5.0% |  | 0.00× | 200 |" in table
+    assert "| rmsuon | 2 | 151.5 | 8 | 25.0% |  | 0.50× | 200 |" in table
+    assert cost_table(evidence.iloc[:0]) == ""
