@@ -316,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="which suites, repeatable (default: framework and optimizers; sweep takes ~8 min "
         "and workers ~5 min on 2 cores); suites not run keep their last figures",
     )
-    bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions per variant")
+    bench.add_argument(
+        "--reps", type=int, default=9, help="interleaved repetitions per variant (6 for whole runs)"
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
