@@ -313,10 +313,13 @@ class _MatrixModel(torch.nn.Module):
 WHOLE_RUN_REPS = 6  # each repetition is three 2-epoch runs
 
 
-def run_bench(suites: list[str], reps: int) -> Path:
+def run_bench(suites: list[str], reps: int, threads: int | None = None) -> Path:
     """Run the chosen suites and merge them into reports/bench/bench.json: suites not run this
-    time keep their last figures, each stamped with when and where it was measured."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    time keep their last figures, each stamped with when and where it was measured.
+    threads: torch threads (default all cores; 1 on a machine others are loading too)."""
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ["ADRLAB_WORKERS"] = str(max(1, (os.cpu_count() or 1) // threads))  # train() uses as many
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"

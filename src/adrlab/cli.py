@@ -224,7 +224,7 @@ def cmd_adr(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from adrlab.bench import run_bench
 
-    path = run_bench(args.suite or ["framework", "logging", "optimizers"], args.reps)
+    path = run_bench(args.suite or ["framework", "logging", "optimizers"], args.reps, args.threads)
     print(path.read_text())
     print(f"wrote {path} and {path.with_name('bench.json')}")
     return 0
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--reps", type=int, default=9, help="interleaved repetitions per variant (6 for whole runs)"
     )
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
