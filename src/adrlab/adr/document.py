@@ -45,6 +45,11 @@ STATISTICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 # Axes time_to_target reads from a run's own series (stats.time_to_target also takes seconds/tokens).
 TIME_TO_TARGET_AXES: tuple[str, ...] = ("epoch", "step")
+# Statistic parameters that name one of a fixed set: (valid values, default).
+CHOICE_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
+    "kind": (SPREAD_KINDS, "ratio"),
+    "axis": (TIME_TO_TARGET_AXES, "epoch"),
+}
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     "title",
@@ -630,10 +635,8 @@ class _Validator:
                 of = self.statistic(m, "of", f"{where}.of", allow_spread=False)
             elif k == "over":
                 params[k] = str(self.string(m, "over", where))
-            elif k == "kind":
-                params[k] = self.choice(m, "kind", where, SPREAD_KINDS, "ratio")
-            elif k == "axis":
-                params[k] = self.choice(m, "axis", where, TIME_TO_TARGET_AXES, "epoch")
+            elif k in CHOICE_PARAMS:  # kind (spread), axis (time_to_target)
+                params[k] = self.choice(m, k, where, *CHOICE_PARAMS[k])
             elif k in ("epoch", "window"):
                 params[k] = self.integer(m, k, where, minimum=1)
             else:  # start / end: epochs or steps
