@@ -350,3 +350,19 @@ def test_ns_schedule_reaches_the_optimizer_from_the_config() -> None:
     assert matrix["ns_schedule"] == [[3.0, -3.2, 1.2], [2.0, -1.5, 0.5]]
     with pytest.raises(Exception, match="ns_schedule"):
         compose(["optimizer=muon", "optimizer.ns_schedule=cubic"])
+
+
+def test_ns_options_at_their_defaults_leave_the_config_hash_unchanged() -> None:
+    """Runs stored before the NS options existed keep their hash (run cache, resume)."""
+    from omegaconf import OmegaConf
+
+    from adrlab.config import compose, config_hash
+
+    cfg = compose(["optimizer=rmsuon"])
+    without = OmegaConf.to_container(cfg, resolve=True)
+    del without["optimizer"]["ns_schedule"], without["optimizer"]["ns_coefficients"]
+    assert config_hash(cfg) == config_hash(OmegaConf.create(without))
+    assert config_hash(compose(["optimizer=rmsuon", "optimizer.ns_schedule=quintic"])) == config_hash(cfg)
+    assert config_hash(compose(["optimizer=rmsuon", "optimizer.ns_schedule=polar_express"])) != config_hash(
+        cfg
+    )

@@ -647,6 +647,9 @@ def check_compatibility(cfg: DictConfig) -> None:
         )
 
 
+NEUTRAL_DEFAULTS: dict[str, Any] = {"optimizer.ns_schedule": "quintic", "optimizer.ns_coefficients": None}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a run's training config (seed included; labels, tracking and resume excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -655,6 +658,11 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(volatile, None)
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)
+    # Options added later are left out at their defaults, so runs stored before them keep their hash.
+    for key, default in NEUTRAL_DEFAULTS.items():
+        group, name = key.split(".")
+        if container.get(group, {}).get(name, default) == default:
+            container.get(group, {}).pop(name, None)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
