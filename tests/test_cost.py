@@ -109,3 +109,15 @@ def test_adr_cost_table_puts_cost_next_to_quality_per_arm() -> None:
     assert "| adamw | 2 | 151.5 | 6.5 | 5.0% |  | 0.00× | 200 |" in table
     assert "| rmsuon | 2 | 151.5 | 8 | 25.0% |  | 0.50× | 200 |" in table
     assert cost_table(evidence.iloc[:0]) == ""
+
+
+def test_system_metrics_are_off_by_default_and_refused_clearly_without_psutil(runs_dir) -> None:
+    import importlib.util
+
+    from adrlab.train import train
+
+    assert compose(TINY).tracking.system_metrics is False
+    if importlib.util.find_spec("psutil") is not None:
+        pytest.skip("psutil installed: the refusal path cannot be reached")
+    with pytest.raises(RuntimeError, match="psutil"):
+        train(compose([*TINY, "optimizer=adamw", "tracking.system_metrics=true"]))

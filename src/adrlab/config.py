@@ -507,6 +507,9 @@ class TrackingConfig:
     experiment: str = "adrlab"
     run_name: str | None = None
     log_steps: bool = True
+    # MLflow system metrics (CPU, memory, disk, network, GPU with pynvml) every 10 s under
+    # system/*; off by default (needs psutil; on CPU they add a sampling thread to a 2-core box).
+    system_metrics: bool = False
     # Reuse a FINISHED run with the same config hash and seed instead of training again.
     reuse: bool = False
 

@@ -171,7 +171,22 @@ class RunLogger:
             path.write_text(text)
             self.artifact(path)
 
+    def start_system_metrics(self, resume: bool = False) -> None:
+        """MLflow's system metrics monitor for this run (tracking.system_metrics=true)."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            raise RuntimeError(
+                f"tracking.system_metrics=true needs {exc.name or 'psutil'} (pip install psutil; pynvml for "
+                "GPU metrics), or set tracking.system_metrics=false"
+            ) from exc
+        self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=resume, tracking_uri=self.uri)
+        self._monitor.start()
+
     def finish(self, status: str) -> None:
+        if getattr(self, "_monitor", None) is not None:
+            self._monitor.finish()
+            self._monitor = None
         self.flush()
         with_retry(lambda: self.client.set_terminated(self.run_id, status=status))
 

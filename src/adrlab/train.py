@@ -329,6 +329,12 @@ def start(setup: TrainingSetup, plan: RunPlan) -> RunState:
     (weights, optimizer state, RNG, epoch, step and the epochs logged so far)."""
     if plan.resume_run_id is None:
         logger = open_tracked_run(setup, plan)
+        if setup.cfg.tracking.system_metrics:
+            try:
+                logger.start_system_metrics()
+            except RuntimeError:
+                abort_tracked_run(logger, "FAILED", "error: system metrics unavailable")
+                raise
         return RunState(logger, RunResult(run_id=logger.run_id, state="COMPLETE"))
     run_id = plan.resume_run_id
     ckpt = load_checkpoint(setup.cfg, run_id, setup.config_hash, setup.device)
