@@ -95,7 +95,7 @@ def test_report_renders_medians_intervals_and_verdicts(tmp_path) -> None:
     assert "Measured 2026-11-23 10:00 on test box." in text
     assert "Ratio 1.67×; target >= 1.5x: met." in text
     assert "| rmsuon | 56 | 18 |  | 1.400× | [1.380×, 1.420×] | missed |" in text
-    assert "| adamw | 40 | 2 |  | 1 |  |  |" in text  # an older bench.json without intervals
+    assert "| adamw | 40 | 2 |  | 1 (baseline) |  |  |" in text
     assert json.loads((tmp_path / "bench.json").read_text())["workers"]["ok"] is True
 
 
