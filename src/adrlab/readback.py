@@ -160,8 +160,8 @@ def build_store(trials: int, unrelated: int, seed: int = 0) -> dict[str, Any]:
     import optuna
 
     from adrlab import tracking
-    from adrlab.sweep.storage import default_storage_url, open_storage
     from adrlab.sweep.spec import load_spec
+    from adrlab.sweep.storage import default_storage_url, open_storage
 
     uri = tracking.tracking_uri(None)
     rng = random.Random(seed)
