@@ -197,7 +197,8 @@ def readback_section(rb: dict[str, Any]) -> list[str]:
         markdown_table(headers, rows, ".3g"),
         "",
         "read: finding the ADR's runs and every metric history they need (one SQL query per 400 runs); "
-        "the per-run API column is the path it replaced (one call per run and metric). Single timings.",
+        "the per-run API column is the path it replaced (one call per run and metric). Single timings, "
+        "in one process: the first sweep report also pays for importing the plotting code.",
         "",
     ]
 
