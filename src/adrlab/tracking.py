@@ -266,8 +266,9 @@ def metric_histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> p
             for m in with_retry(lambda run_id=run_id, key=key: c.get_metric_history(run_id, key))
         ]
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    frame["step"] = frame["step"].astype("int64")
-    frame["value"] = frame["value"].astype(float)
+    # Plain Python strings, not pandas' Arrow-backed default: callers iterate these rows, and
+    # iterating Arrow strings one by one cost ~4× as much (measured on 800k rows).
+    frame = frame.astype({"run_id": object, "metric": object, "step": "int64", "value": float})
     return frame.sort_values(["run_id", "metric", "step"], kind="stable").reset_index(drop=True)
 
 
