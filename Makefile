@@ -13,7 +13,7 @@ WORKERS_FLAG = $(if $(WORKERS),--workers $(WORKERS))
 ADR    ?=
 ARGS   ?=
 
-.PHONY: install run test lint sweep ui dashboard bench report adr clean
+.PHONY: install run test lint sweep ui dashboard bench bench-readback report adr clean
 
 install: $(STAMP)
 
@@ -70,3 +70,8 @@ adr: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# Reading back at scale: a synthetic store (ADR-0004's sweep arms with 50 and 500 trials each,
+# among 1,000 and 10,000 unrelated runs) and the time `adrlab report --adr` and the sweep report take.
+bench-readback: install
+	$(BIN)/adrlab bench --suite readback $(ARGS)

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from adrlab import tracking
+from adrlab.benchreport import write_report
+from adrlab.benchstats import judge, median_interval
 from adrlab.config import compose, reports_root
 from adrlab.data import build_data
-from adrlab.mdtable import markdown_table
 from adrlab.model import Transformer
 from adrlab.optim import build_optimizer, resolve_decay, set_step_hyperparams
 from adrlab.schedules import build_schedule
@@ -31,12 +32,24 @@ from adrlab.train import epoch_order, evaluate, lm_loss, train
 BENCH_OVERRIDES = ["trainer.epochs=2", "trainer.progress=off", "trainer.checkpoint=true"]
 
 
-def _median_interleaved(variants: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+def abba(names: list[str], rep: int) -> list[str]:
+    """The variants' order in repetition `rep`: forward on even reps, reversed on odd ones, so a
+    variant never always runs first (warm caches) or last (a slowing machine)."""
+    return names if rep % 2 == 0 else names[::-1]
+
+
+def interleaved(variants: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+    """Each repetition runs every variant once, in A B / B A order; samples per variant."""
     samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(reps):
-        for name, fn in variants.items():
-            samples[name].append(fn())
+    for rep in range(reps):
+        for name in abba(list(variants), rep):
+            samples[name].append(variants[name]())
     return samples
+
+
+def paired_ratios(samples: dict[str, list[float]], num: str, den: str) -> list[float]:
+    """num/den − 1 within each repetition (the pair ran side by side)."""
+    return [a / b - 1.0 for a, b in zip(samples[num], samples[den], strict=True)]
 
 
 def bare_loop(overrides: list[str]) -> float:
@@ -89,8 +102,9 @@ def matmul_peak_flops(n: int = 1024, reps: int = 20) -> float:
 
 
 def bench_framework(reps: int) -> dict[str, Any]:
+    """Whole 2-epoch runs: bare loop vs adrlab.train (framework overhead), interleaved."""
     base = ["optimizer=adamw", *BENCH_OVERRIDES]
-    samples = _median_interleaved(
+    samples = interleaved(
         {
             "bare": lambda: bare_loop(base),
             "adrlab": lambda: adrlab_loop(base),
@@ -98,19 +112,18 @@ def bench_framework(reps: int) -> dict[str, Any]:
         },
         reps,
     )
-    med = {k: statistics.median(v) for k, v in samples.items()}
     cfg = compose(base)
     data = build_data(cfg.data, cache_dir=tracking.runs_dir(cfg) / "cache")
     model = Transformer(cfg.model, vocab_size=data.vocab_size)
     steps = math.ceil(data.train.shape[0] / cfg.trainer.batch_size) * cfg.trainer.epochs
     tokens = steps * cfg.trainer.batch_size * cfg.data.seq_len
-    tokens_per_s = tokens / med["adrlab"]
+    tokens_per_s = tokens / statistics.median(samples["adrlab"])
     peak = matmul_peak_flops()
     return {
         "seconds": samples,
-        "median_seconds": med,
-        "framework_overhead": med["adrlab"] / med["bare"] - 1.0,
-        "logging_overhead": med["adrlab"] / med["adrlab_no_step_logging"] - 1.0,
+        "median_seconds": {k: statistics.median(v) for k, v in samples.items()},
+        "framework_overhead": judge(paired_ratios(samples, "adrlab", "bare"), 0.05),
+        "whole_run_logging_overhead": judge(paired_ratios(samples, "adrlab", "adrlab_no_step_logging"), 0.01),
         "tokens_per_s": tokens_per_s,
         "flops_per_token": model.flops_per_token(cfg.data.seq_len),
         "matmul_peak_gflops": peak / 1e9,
@@ -118,29 +131,107 @@ def bench_framework(reps: int) -> dict[str, Any]:
     }
 
 
-def _step_time(optimizer_overrides: list[str], reps: int, steps: int = 20) -> list[tuple[float, float]]:
-    """Seconds per training step and, inside it, per optimizer.step(), one pair a repetition."""
-    cfg = compose([*optimizer_overrides, "trainer.progress=off"])
+LOGGING_BASE = ["optimizer=rmsuon", "trainer.progress=off", "trainer.checkpoint=false"]
+
+
+def bench_logging(reps: int, pairs: int = 24) -> dict[str, Any]:
+    """The logging path at the step level, its two parts apart, as shares of a step's time.
+
+    statistics: adjacent pairs of real training steps (train.train_step on the smoke model),
+    one a logging step (grad norm, optimizer statistics, log_step's point) and one not, in
+    alternating order; the median paired difference is what a logging step adds, paid once per
+    log_every steps. writes: one epoch's buffered points plus its epoch metrics sent to the
+    run's SQLite store (RunLogger.flush, once per epoch), spread over the epoch's steps.
+    Each repetition gives one share of each; the first repetition warms up and is dropped."""
+    from adrlab.train import build, prepare, start
+
+    plan = prepare(compose(LOGGING_BASE))
+    setup = build(plan)
+    state = start(setup, plan)
+    log_every = int(setup.cfg.trainer.log_every)
+    shares: dict[str, list[float]] = {"statistics": [], "writes": [], "total": []}
+    step_ms, stats_ms, write_ms = [], [], []
+    for rep in range(reps + 1):
+        plain, extra = _logging_pairs(setup, state, pairs, rep)
+        state.logger.flush()  # what the pairs buffered; the writes are timed on their own below
+        writes = _epoch_writes(setup, state, log_every)
+        if rep == 0:
+            continue
+        step = statistics.median(plain)
+        shares["statistics"].append(statistics.median(extra) / log_every / step)
+        shares["writes"].append(writes / setup.steps_per_epoch / step)
+        shares["total"].append(shares["statistics"][-1] + shares["writes"][-1])
+        step_ms.append(1e3 * step)
+        stats_ms.append(1e3 * statistics.median(extra))
+        write_ms.append(1e3 * writes)
+    return {
+        "log_every": log_every,
+        "steps_per_epoch": setup.steps_per_epoch,
+        "step_ms": statistics.median(step_ms),
+        "statistics_ms_per_logging_step": statistics.median(stats_ms),
+        "writes_ms_per_epoch": statistics.median(write_ms),
+        **{f"{k}_share": judge(v, 0.01) for k, v in shares.items()},
+    }
+
+
+def _logging_pairs(setup: Any, state: Any, pairs: int, rep: int) -> tuple[list[float], list[float]]:
+    """Seconds of plain steps, and of (logging step − plain step) per adjacent pair."""
+    from adrlab.train import log_step, train_step
+
+    batch = setup.data.train[: setup.batch_size]
+    plain, extra = [], []
+    for i in range(pairs):
+        seconds = {}
+        for measure in (False, True) if (i + rep) % 2 == 0 else (True, False):
+            t0 = time.perf_counter()
+            loss, gnorm = train_step(setup, batch, state.global_step, measure)
+            state.global_step += 1
+            if measure:
+                log_step(setup, state, float(loss), float(gnorm), 0.0)
+            else:
+                float(loss)  # the read-back both kinds of step share (once per log_every in train)
+            seconds[measure] = time.perf_counter() - t0
+        plain.append(seconds[False])
+        extra.append(seconds[True] - seconds[False])
+    return plain, extra
+
+
+def _epoch_writes(setup: Any, state: Any, log_every: int) -> float:
+    """Seconds to buffer one epoch's per-step points and epoch metrics and flush them."""
+    keys = ["train_loss", "grad_norm", "weight_rms", "tokens_per_s", "decay", "lr", "wd"]
+    keys += ["update_rms", "energy_mean", "energy_max"]
+    epoch_keys = ["val_loss", "val_ppl", "train_loss_epoch", "epoch_time", "weight_rms_epoch"]
+    epoch_keys += ["peak_memory_mb", "step_time_ms", "optimizer_step_share"]
+    t0 = time.perf_counter()
+    for point in range(setup.steps_per_epoch // log_every):
+        state.logger.metrics({k: 0.5 + point for k in keys}, state.global_step + point)
+    state.logger.metrics({k: 1.0 for k in epoch_keys}, 1)
+    state.logger.flush()
+    return time.perf_counter() - t0
+
+
+def _step_setup(overrides: list[str]) -> tuple[Any, Any, torch.Tensor, int | None]:
+    cfg = compose([*overrides, "trainer.progress=off"])
     torch.manual_seed(0)
     data = build_data(cfg.data, cache_dir=tracking.runs_dir(cfg) / "cache")
     model = Transformer(cfg.model, vocab_size=data.vocab_size)
     optimizer = build_optimizer(model, cfg, resolve_decay(cfg, 58))
-    batch = data.train[: cfg.trainer.batch_size]
-    out = []
-    for r in range(reps + 1):
-        in_step = 0.0
-        start = time.perf_counter()
-        for _ in range(steps):
-            logits = model(batch[:, :-1])
-            total, count = lm_loss(logits, batch[:, 1:], data.pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            (total / count).backward()
-            step_start = time.perf_counter()
-            optimizer.step()
-            in_step += time.perf_counter() - step_start
-        if r:  # the first repetition warms up allocators and caches
-            out.append(((time.perf_counter() - start) / steps, in_step / steps))
-    return out
+    return model, optimizer, data.train[: cfg.trainer.batch_size], data.pad_id
+
+
+def _time_steps(setup: tuple[Any, Any, torch.Tensor, int | None], steps: int) -> tuple[float, float]:
+    """Seconds per training step and, inside it, per optimizer.step()."""
+    model, optimizer, batch, pad_id = setup
+    in_step = 0.0
+    start = time.perf_counter()
+    for _ in range(steps):
+        total, count = lm_loss(model(batch[:, :-1]), batch[:, 1:], pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        (total / count).backward()
+        step_start = time.perf_counter()
+        optimizer.step()
+        in_step += time.perf_counter() - step_start
+    return (time.perf_counter() - start) / steps, in_step / steps
 
 
 OPTIMIZER_VARIANTS = {
@@ -149,49 +240,63 @@ OPTIMIZER_VARIANTS = {
     "rmsuon": ["optimizer=rmsuon"],
     "ada_rmsuon": ["optimizer=ada_rmsuon"],
     "v_rmsuon": ["experiment=v_rmsuon"],
+    "rmsuon_polar_express": ["optimizer=rmsuon", "optimizer.ns_schedule=polar_express"],
 }
 
 
-def bench_optimizers(reps: int) -> dict[str, Any]:
-    per_variant: dict[str, list[tuple[float, float]]] = {k: [] for k in OPTIMIZER_VARIANTS}
-    for _ in range(reps):  # interleaved: each round times every variant once
-        for name, overrides in OPTIMIZER_VARIANTS.items():
-            per_variant[name] += _step_time(overrides, reps=1)
-    med = {k: statistics.median(whole for whole, _ in v) for k, v in per_variant.items()}
-    med_opt = {k: statistics.median(opt for _, opt in v) for k, v in per_variant.items()}
-    # Forward + backward is the same work for every variant; its median over all of them
-    # gives a ratio that only the optimizer step moves, steadier than the per-variant one.
-    fwd_bwd = statistics.median(whole - opt for v in per_variant.values() for whole, opt in v)
-    whole_step = {
-        k: {
-            "seconds": med[k],
-            "optimizer_seconds": med_opt[k],
-            "ratio_vs_adamw": med[k] / med["adamw"],
-            "ratio_vs_adamw_pooled": (fwd_bwd + med_opt[k]) / (fwd_bwd + med_opt["adamw"]),
+def bench_optimizers(reps: int, steps: int = 10) -> dict[str, Any]:
+    """Whole smoke-model steps per optimizer, every variant built once and timed round-robin
+    (A B C … then … C B A); the ratio to AdamW is taken within each round."""
+    setups = {name: _step_setup(overrides) for name, overrides in OPTIMIZER_VARIANTS.items()}
+    for setup in setups.values():
+        _time_steps(setup, 2)  # warm-up: allocators, optimizer state
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in setups}
+    for rep in range(reps):
+        for name in abba(list(setups), rep):
+            samples[name].append(_time_steps(setups[name], steps))
+    whole_step = {}
+    for name, pairs in samples.items():
+        ratios = [w / a for (w, _), (a, _) in zip(pairs, samples["adamw"], strict=True)]
+        whole_step[name] = {
+            "seconds": statistics.median(w for w, _ in pairs),
+            "optimizer_seconds": statistics.median(o for _, o in pairs),
+            "optimizer_share": median_interval([o / w for w, o in pairs]),
+            "ratio_vs_adamw": judge(ratios, 1.3),
         }
-        for k in med
-    }
+    return {"whole_step": whole_step, "step_alone_paper_matrices": bench_step_alone(reps)}
 
-    # The optimizer step alone on paper-size matrices (q_proj 768×512, MLP 2048×512).
-    shapes = [(768, 512), (2048, 512)]
-    alone: dict[str, dict[str, float]] = {}
+
+PAPER_SHAPES = [(768, 512), (2048, 512)]  # q_proj and an MLP matrix of the paper model
+
+
+def bench_step_alone(reps: int, steps: int = 4) -> dict[str, dict[str, Any]]:
+    """optimizer.step() alone on one paper-size matrix, every (variant, shape) built once and
+    timed round-robin in one process: ms per step, and the ratio to RMSuon within each round."""
+    setups = {}
     for name, overrides in OPTIMIZER_VARIANTS.items():
         cfg = compose(overrides)
-        times = {}
-        for shape in shapes:
+        for shape in PAPER_SHAPES:
             model = _MatrixModel(shape)
             optimizer = build_optimizer(model, cfg, resolve_decay(cfg, 100))
             for p in model.parameters():
                 p.grad = torch.randn_like(p)
-            for _ in range(3):
-                optimizer.step()
-            n = 10
+            optimizer.step()  # warm-up: optimizer state
+            setups[(name, f"{shape[0]}x{shape[1]}")] = optimizer
+    seconds: dict[tuple[str, str], list[float]] = {k: [] for k in setups}
+    for rep in range(reps):
+        for key in abba(list(setups), rep):
             start = time.perf_counter()
-            for _ in range(n):
-                optimizer.step()
-            times[f"{shape[0]}x{shape[1]}"] = (time.perf_counter() - start) / n
-        alone[name] = times
-    return {"whole_step": whole_step, "step_alone_paper_matrices": alone}
+            for _ in range(steps):
+                setups[key].step()
+            seconds[key].append((time.perf_counter() - start) / steps)
+    out: dict[str, dict[str, Any]] = {}
+    for (name, shape), values in seconds.items():
+        ratios = [a / b for a, b in zip(values, seconds[("rmsuon", shape)], strict=True)]
+        out.setdefault(name, {})[shape] = {
+            "ms": median_interval([1e3 * v for v in values]),
+            "ratio_vs_rmsuon": median_interval(ratios),
+        }
+    return out
 
 
 class _MatrixModel(torch.nn.Module):
@@ -205,136 +310,17 @@ class _MatrixModel(torch.nn.Module):
         return {"proj.weight": "matrix"}
 
 
-def _measured(suite: dict[str, Any]) -> str:
-    if "measured_at" not in suite:
-        return ""
-    return f"Measured {suite['measured_at']} on {suite['machine']}."
+# Repetitions per suite at the default --reps (9): order-statistic intervals reach 95% from 6.
+WHOLE_RUN_REPS = 6  # each repetition is three 2-epoch runs
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(results, indent=2, default=float))
-    lines = ["# Benchmarks", "", f"Machine: {results['machine']}", ""]
-    if "framework" in results:
-        f = results["framework"]
-        m = f["median_seconds"]
-        lines += [
-            "## Training loop (smoke model, AdamW, 2 epochs, medians of interleaved runs)",
-            "",
-            _measured(f),
-            "",
-            markdown_table(
-                ["measure", "value", "target", "ok"],
-                [
-                    ["bare PyTorch loop (s)", m["bare"], "", ""],
-                    ["adrlab train() (s)", m["adrlab"], "", ""],
-                    ["adrlab without per-step logging (s)", m["adrlab_no_step_logging"], "", ""],
-                    [
-                        "framework overhead vs bare",
-                        f"{f['framework_overhead']:+.1%}",
-                        "≤ +5%",
-                        "yes" if f["framework_overhead"] <= 0.05 else "NO",
-                    ],
-                    [
-                        "MLflow per-step logging overhead",
-                        f"{f['logging_overhead']:+.1%}",
-                        "≤ +2%",
-                        "yes" if f["logging_overhead"] <= 0.02 else "NO",
-                    ],
-                    ["tokens/s", f["tokens_per_s"], "", ""],
-                    ["matmul peak (GFLOP/s, fp32, same threads)", f["matmul_peak_gflops"], "", ""],
-                    ["model FLOP utilisation", f"{f['mfu']:.1%}", "", ""],
-                ],
-            ),
-            "",
-        ]
-    if "optimizers" in results:
-        o = results["optimizers"]
-        rows = [
-            [
-                k,
-                v["seconds"] * 1e3,
-                v["optimizer_seconds"] * 1e3 if "optimizer_seconds" in v else "",
-                f"{v['ratio_vs_adamw']:.3f}×",
-                f"{v['ratio_vs_adamw_pooled']:.3f}×" if "ratio_vs_adamw_pooled" in v else "",
-                "yes" if v["ratio_vs_adamw"] <= 1.3 else "NO",
-            ]
-            for k, v in o["whole_step"].items()
-        ]
-        lines += [
-            "## Whole training step by optimizer (smoke model, same batch)",
-            "",
-            _measured(o),
-            "",
-            markdown_table(
-                ["optimizer", "ms/step", "of which optimizer.step()", "vs adamw", "pooled fwd+bwd", "≤ 1.3×"],
-                rows,
-            ),
-            "",
-            "The pooled column adds each optimizer's step to the median forward + backward over all "
-            "variants (the same work for each), so run-to-run noise in the model's own time cancels; "
-            "the verdict uses the measured ratio.",
-            "",
-        ]
-        alone = o["step_alone_paper_matrices"]
-        shapes = list(next(iter(alone.values())))
-        rows = [[k, *[v[s] * 1e3 for s in shapes]] for k, v in alone.items()]
-        lines += [
-            "## Optimizer step alone on paper-size matrices (ms)",
-            "",
-            markdown_table(["optimizer", *shapes], rows),
-            "",
-        ]
-    if "sweep" in results:
-        sw = results["sweep"]
-        rows = [["exhaustive grid", sw["grid_points"], sw["grid_epochs"], sw["grid_best"], "", ""]]
-        for seed, run in enumerate(sw["tpe_runs"]):
-            rows.append(
-                [
-                    f"TPE + median pruning, seed {seed}",
-                    run["trials"],
-                    run["epochs"],
-                    run["best"],
-                    f"{run['best'] / sw['grid_best'] - 1:+.2%}",
-                    f"{run['epochs'] / sw['grid_epochs']:.0%}",
-                ]
-            )
-        lines += [
-            "## Sweep efficiency (default study's space, discretised; objective best val PPL)",
-            "",
-            _measured(sw),
-            "",
-            markdown_table(["search", "trials", "epochs", "best", "gap to grid best", "epoch share"], rows),
-            "",
-            f"Mean gap {sw['mean_gap_to_grid_best']:+.2%} using {sw['mean_epoch_share']:.0%} of the grid's "
-            f"epochs; target: {sw['target']}: {'met' if sw['ok'] else 'NOT met'}.",
-            "",
-        ]
-    if "workers" in results:
-        wk = results["workers"]
-        labels = [k for k, v in wk.items() if isinstance(v, dict)]
-        lines += [
-            "## Worker scaling on CPU (same trials, journal storage)",
-            "",
-            _measured(wk),
-            "",
-            markdown_table(
-                ["layout", "seconds", "trials/hour"],
-                [[k, wk[k]["seconds"], wk[k]["trials_per_hour"]] for k in labels],
-            ),
-            "",
-            f"Ratio {wk['ratio']:.2f}×; target {wk['target']}: {'met' if wk['ok'] else 'NOT met'}.",
-            "",
-        ]
-    path = out_dir / "README.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def run_bench(suites: list[str], reps: int) -> Path:
+def run_bench(suites: list[str], reps: int, threads: int | None = None) -> Path:
     """Run the chosen suites and merge them into reports/bench/bench.json: suites not run this
-    time keep their last figures, each stamped with when and where it was measured."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    time keep their last figures, each stamped with when and where it was measured.
+    threads: torch threads (default all cores; 1 on a machine others are loading too)."""
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ["ADRLAB_WORKERS"] = str(max(1, (os.cpu_count() or 1) // threads))  # train() uses as many
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
@@ -347,16 +333,31 @@ def run_bench(suites: list[str], reps: int) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ADRLAB_RUNS_DIR"] = tmp  # benchmark runs stay out of the user's store
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-        if "framework" in suites:
-            results["framework"] = {**bench_framework(reps), **measured}
-        if "optimizers" in suites:
-            results["optimizers"] = {**bench_optimizers(reps), **measured}
-        if "sweep" in suites:
-            from adrlab.sweep.bench import bench_sweep_efficiency
-
-            results["sweep"] = {**bench_sweep_efficiency(), **measured}
-        if "workers" in suites:
-            from adrlab.sweep.bench import bench_worker_scaling
-
-            results["workers"] = {**bench_worker_scaling(), **measured}
+        for suite in suites:
+            results[suite] = {**run_suite(suite, reps, Path(tmp)), **measured}
     return write_report(results, out_dir)
+
+
+def run_suite(suite: str, reps: int, scratch: Path) -> dict[str, Any]:
+    if suite == "framework":
+        return bench_framework(min(reps, WHOLE_RUN_REPS))
+    if suite == "logging":
+        return bench_logging(reps)
+    if suite == "optimizers":
+        return bench_optimizers(reps)
+    if suite == "sweep":
+        from adrlab.sweep.bench import bench_sweep_efficiency
+
+        return bench_sweep_efficiency()
+    if suite == "workers":
+        from adrlab.sweep.bench import bench_worker_scaling
+
+        return bench_worker_scaling()
+    if suite == "readback":
+        from adrlab.readback import bench_readback
+
+        return {"sizes": bench_readback(READBACK_SIZES, scratch)}
+    raise ValueError(f"unknown bench suite {suite!r}")
+
+
+READBACK_SIZES = [(50, 1000), (500, 10_000)]  # (trials per sweep arm, unrelated runs)

@@ -298,7 +298,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from adrlab.bench import run_bench
 
     say_root()
-    path = run_bench(args.suite or ["framework", "optimizers"], args.reps)
+    path = run_bench(args.suite or ["framework", "logging", "optimizers"], args.reps, args.threads)
     print(path.read_text())
     print(f"wrote {path} and {path.with_name('bench.json')}")
     return 0
@@ -445,11 +445,14 @@ def add_bench_parser(sub) -> None:
     bench.add_argument(
         "--suite",
         action="append",
-        choices=["framework", "optimizers", "sweep", "workers"],
+        choices=["framework", "logging", "optimizers", "sweep", "workers", "readback"],
         help="which suites, repeatable (default: framework and optimizers; sweep takes ~8 min "
         "and workers ~5 min on 2 cores); suites not run keep their last figures",
     )
-    bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions per variant")
+    bench.add_argument(
+        "--reps", type=int, default=9, help="interleaved repetitions per variant (6 for whole runs)"
+    )
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     bench.set_defaults(func=cmd_bench)
 
 

@@ -65,11 +65,19 @@ class AdamWConfig(OptimizerConfig):
     name: str = "adamw"
 
 
+NS_SCHEDULE_NAMES = ("quintic", "polar_express")  # adrlab.optim.muon.NS_SCHEDULES (kept import-free)
+
+
 @dataclass
 class HybridConfig(OptimizerConfig):
     """Optimizers that give hidden matrices a structured update and AdamW to the rest."""
 
     ns_steps: int = 5
+    # Newton–Schulz coefficient schedule: quintic (Keller Jordan's, torch.optim.Muon's; default) or
+    # polar_express (Amsel et al. 2025); ns_coefficients, when set, lists explicit (a, b, c)
+    # triples, one per iteration (the last repeats), and takes precedence over the name.
+    ns_schedule: str = "quintic"
+    ns_coefficients: list[list[float]] | None = None
     # AdamW group (embeddings, tied head, 1-D parameters); null means "same as the structured group".
     adamw_lr: float | None = None
     adamw_betas: list[float] | None = None
@@ -78,6 +86,13 @@ class HybridConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive("optimizer", "ns_steps", self.ns_steps)
+        _one_of("optimizer", "ns_schedule", self.ns_schedule, NS_SCHEDULE_NAMES)
+        if self.ns_coefficients is not None:
+            _check(
+                len(self.ns_coefficients) > 0 and all(len(t) == 3 for t in self.ns_coefficients),
+                f"optimizer.ns_coefficients={self.ns_coefficients!r} must list (a, b, c) triples, "
+                "one per Newton–Schulz iteration",
+            )
         if self.adamw_lr is not None:
             _positive("optimizer", "adamw_lr", self.adamw_lr)
         if self.adamw_betas is not None:
@@ -499,6 +514,9 @@ class TrackingConfig:
     experiment: str = "adrlab"
     run_name: str | None = None
     log_steps: bool = True
+    # MLflow system metrics (CPU, memory, disk, network, GPU with pynvml) every 10 s under
+    # system/*; off by default (needs psutil; on CPU they add a sampling thread to a 2-core box).
+    system_metrics: bool = False
     # Reuse a FINISHED run with the same config hash and seed instead of training again.
     reuse: bool = False
 
@@ -679,6 +697,7 @@ def check_compatibility(cfg: DictConfig) -> None:
 
 # Options whose off value (0 / false) trains and logs exactly as before they existed.
 OFF_BY_DEFAULT = (("trainer", "eval_every_steps"), ("data", "fresh_each_epoch"))
+NEUTRAL_DEFAULTS: dict[str, Any] = {"optimizer.ns_schedule": "quintic", "optimizer.ns_coefficients": None}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -692,6 +711,11 @@ def config_hash(cfg: DictConfig) -> str:
     for group, key in OFF_BY_DEFAULT:  # an option left off keeps the hashes of runs made before it
         if not container.get(group, {}).get(key, True):
             container[group].pop(key)
+    # Options added later are left out at their defaults, so runs stored before them keep their hash.
+    for key, default in NEUTRAL_DEFAULTS.items():
+        group, name = key.split(".")
+        if container.get(group, {}).get(name, default) == default:
+            container.get(group, {}).pop(name, None)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

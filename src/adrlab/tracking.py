@@ -10,6 +10,7 @@ criteria all use them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import subprocess
@@ -316,7 +317,22 @@ class RunLogger:
             path.write_text(text)
             self.artifact(path)
 
+    def start_system_metrics(self, resume: bool = False) -> None:
+        """MLflow's system metrics monitor for this run (tracking.system_metrics=true)."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            raise RuntimeError(
+                f"tracking.system_metrics=true needs {exc.name or 'psutil'} (pip install psutil; pynvml for "
+                "GPU metrics), or set tracking.system_metrics=false"
+            ) from exc
+        self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=resume, tracking_uri=self.uri)
+        self._monitor.start()
+
     def finish(self, status: str) -> None:
+        if getattr(self, "_monitor", None) is not None:
+            self._monitor.finish()
+            self._monitor = None
         self.flush()
         with_retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
@@ -367,11 +383,70 @@ def search_runs(
 
 def metric_history(uri: str, run_id: str, keys: Iterable[str]) -> pd.DataFrame:
     """Long frame (metric, step, value) of the given metrics for one run."""
-    c = client(uri)
-    rows = [
-        (key, m.step, m.value)
-        for key in keys
-        for m in with_retry(lambda key=key: c.get_metric_history(run_id, key))
-    ]
-    frame = pd.DataFrame(rows, columns=["metric", "step", "value"])
-    return frame.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
+    frame = metric_histories(uri, [run_id], keys)
+    return frame.drop(columns="run_id")
+
+
+HISTORY_COLUMNS = ["run_id", "metric", "step", "value"]
+_SQL_CHUNK = 400  # run ids per IN (...) list: well under SQLite's bound-variable limit
+
+
+def metric_histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:
+    """Long frame (run_id, metric, step, value) of the given metrics for many runs.
+
+    On a database-backed store (sqlite, postgresql, mysql) this is one SQL query per few
+    hundred runs on MLflow's `metrics` table; elsewhere (an http:// tracking server) one
+    get_metric_history call per run and metric. Both give the values MLflow's API gives
+    (NaN restored from is_nan), sorted by run, metric, step."""
+    run_ids, keys = list(dict.fromkeys(run_ids)), sorted(set(keys))
+    if not run_ids or not keys:
+        rows: list[tuple] = []
+    elif _is_database(uri):
+        rows = with_retry(lambda: _histories_sql(uri, run_ids, keys))
+    else:
+        c = client(uri)
+        rows = [
+            (run_id, key, m.step, m.value)
+            for run_id in run_ids
+            for key in keys
+            for m in with_retry(lambda run_id=run_id, key=key: c.get_metric_history(run_id, key))
+        ]
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    # Plain Python strings, not pandas' Arrow-backed default: callers iterate these rows, and
+    # iterating Arrow strings one by one cost ~4× as much (measured on 800k rows).
+    frame = frame.astype({"run_id": object, "metric": object, "step": "int64", "value": float})
+    return frame.sort_values(["run_id", "metric", "step"], kind="stable").reset_index(drop=True)
+
+
+def _is_database(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine(uri: str):
+    if uri not in _ENGINES:
+        import sqlalchemy
+
+        _ENGINES[uri] = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    return _ENGINES[uri]
+
+
+def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> list[tuple]:
+    """Rows of MLflow's `metrics` table, ordered as get_metric_history returns them (by
+    timestamp, step, value) within a run and metric; the caller's stable sort keeps that order."""
+    import sqlalchemy
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    table = SqlMetric.__table__
+    rows: list[tuple] = []
+    with _engine(uri).connect() as conn:
+        for i in range(0, len(run_ids), _SQL_CHUNK):
+            query = (
+                sqlalchemy.select(table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan)
+                .where(table.c.run_uuid.in_(run_ids[i : i + _SQL_CHUNK]), table.c.key.in_(keys))
+                .order_by(table.c.run_uuid, table.c.key, table.c.timestamp, table.c.step, table.c.value)
+            )
+            rows += [(r, k, s, math.nan if nan else v) for r, k, s, v, nan in conn.execute(query)]
+    return rows

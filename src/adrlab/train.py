@@ -29,6 +29,7 @@ from torch.optim import Optimizer
 
 from adrlab import run_names, tracking
 from adrlab.config import config_hash, flatten
+from adrlab.cost import CostMeter, cost_params
 from adrlab.data import TokenData, build_data
 from adrlab.lm import (
     applied_decay,
@@ -117,6 +118,7 @@ class TrainingSetup:
     steps_per_epoch: int
     divergence_bound: float
     progress: Progress
+    cost: CostMeter  # optimizer-step share, step time and peak memory per epoch (adrlab.cost)
 
     @property
     def batch_size(self) -> int:
@@ -305,6 +307,7 @@ def build(plan: RunPlan) -> TrainingSetup:
     derived["n_params"] = sum(p.numel() for p in model.parameters())
     derived["n_train_tokens"] = data.info.get("n_train_tokens", 0)
     derived["threads"] = plan.threads
+    derived.update(cost_params(model, cfg))
     return TrainingSetup(
         cfg=cfg,
         config_hash=plan.config_hash,
@@ -318,6 +321,7 @@ def build(plan: RunPlan) -> TrainingSetup:
         steps_per_epoch=steps_per_epoch,
         divergence_bound=divergence_bound(cfg, data.vocab_size),
         progress=Progress(cfg),
+        cost=CostMeter(device),
     )
 
 
@@ -329,6 +333,12 @@ def start(setup: TrainingSetup, plan: RunPlan) -> RunState:
     (weights, optimizer state, RNG, epoch, step and the epochs logged so far)."""
     if plan.resume_run_id is None:
         logger = open_tracked_run(setup, plan)
+        if setup.cfg.tracking.system_metrics:
+            try:
+                logger.start_system_metrics()
+            except RuntimeError:
+                abort_tracked_run(logger, "FAILED", "error: system metrics unavailable")
+                raise
         return RunState(logger, RunResult(run_id=logger.run_id, state="COMPLETE"))
     run_id = plan.resume_run_id
     ckpt = load_checkpoint(setup.cfg, run_id, setup.config_hash, setup.device)
@@ -393,38 +403,45 @@ def fit(setup: TrainingSetup, state: RunState, epoch_callback: EpochCallback | N
 
 
 def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | None:
-    """One pass over the epoch's batches: the mean train loss, or None if the run diverged."""
-    cfg, batch_size, bound = setup.cfg, setup.batch_size, setup.divergence_bound
+    """One pass over the epoch's batches: the mean train loss, or None if the run diverged.
+
+    Losses stay on the device and are read back once every log_every steps (and at the end of
+    the epoch), not once a step: a host sync per step stalls a GPU. Divergence is therefore
+    found at the next read, up to log_every − 1 steps late, and reported at the step it happened.
+    Statistics for logging are computed only on logging steps, and not at all with
+    tracking.log_steps=false."""
+    cfg, batch_size = setup.cfg, setup.batch_size
     log_every = int(cfg.trainer.log_every)
     tokens_per_step = batch_size * int(cfg.data.seq_len)
     train_blocks = setup.data.epoch_train(epoch)  # a new sample per epoch when the source streams
     order = epoch_order(train_blocks.shape[0], int(cfg.seed), epoch)
-    loss_sum, loss_steps = 0.0, 0
-    interval_start, interval_tokens = time.perf_counter(), 0
+    losses: list[float] = []
+    pending: list[tuple[int, torch.Tensor]] = []  # (global step, loss on the device)
+    interval_start = time.perf_counter()
     bar = setup.progress.bar(setup.steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
     for i in range(setup.steps_per_epoch):
         batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]].to(setup.device, non_blocking=True)
         state.global_step += 1
         log_now = state.global_step % log_every == 0 or state.global_step == 1
-        loss, gnorm = train_step(setup, batch, state.global_step - 1, log_now)
-        interval_tokens += tokens_per_step
-        if not math.isfinite(loss) or loss > bound:
-            state.result.state = "DIVERGED"
-            state.result.failure_reason = "nan_loss" if not math.isfinite(loss) else "loss_above_bound"
-            state.logger.metrics({"train_loss": loss if math.isfinite(loss) else 1e30}, state.global_step)
-            break
-        loss_sum += loss
-        loss_steps += 1
+        measure = log_now and bool(cfg.tracking.log_steps)
+        loss, gnorm = train_step(setup, batch, state.global_step - 1, measure)
+        pending.append((state.global_step, loss))
         evaluate_every_steps(setup, state)
-        if log_now and cfg.tracking.log_steps:
-            tokens_per_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
-            log_step(setup, state, loss, gnorm, tokens_per_s)
-            interval_start, interval_tokens = time.perf_counter(), 0
         bar.update(1)
-        if log_now:
-            bar.set_postfix(loss=f"{loss:.3f}")
+        if not (log_now or i == setup.steps_per_epoch - 1):
+            continue
+        read = settle_losses(setup, state, pending)
+        pending = []
+        if read is None:
+            break
+        losses += read
+        if measure:
+            elapsed = max(time.perf_counter() - interval_start, 1e-9)
+            log_step(setup, state, read[-1], float(gnorm), len(read) * tokens_per_step / elapsed)
+        interval_start = time.perf_counter()
+        bar.set_postfix(loss=f"{read[-1]:.3f}")
     bar.close()
-    return None if state.result.state == "DIVERGED" else loss_sum / max(loss_steps, 1)
+    return None if state.result.state == "DIVERGED" else sum(losses) / max(len(losses), 1)
 
 
 def evaluate_every_steps(setup: TrainingSetup, state: RunState) -> None:
@@ -439,10 +456,30 @@ def evaluate_every_steps(setup: TrainingSetup, state: RunState) -> None:
     state.logger.metrics(point, state.global_step)
 
 
-def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bool) -> tuple[float, float]:
-    """One optimizer step at 0-based global `step`: the batch loss and the grad norm read
-    before the step (NaN when neither clipping nor `measure` asked for it)."""
+def settle_losses(
+    setup: TrainingSetup, state: RunState, pending: list[tuple[int, torch.Tensor]]
+) -> list[float] | None:
+    """Read the pending losses in one transfer; on the first non-finite or too-large one, mark
+    the run DIVERGED, log train_loss at that step and return None."""
+    values = torch.stack([loss for _, loss in pending]).tolist()
+    for (step, _), value in zip(pending, values, strict=True):
+        if not math.isfinite(value) or value > setup.divergence_bound:
+            state.result.state = "DIVERGED"
+            state.result.failure_reason = "nan_loss" if not math.isfinite(value) else "loss_above_bound"
+            state.logger.metrics({"train_loss": value if math.isfinite(value) else 1e30}, step)
+            return None
+    return values
+
+
+def train_step(
+    setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bool
+) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """One optimizer step at 0-based global `step`: the batch loss (a detached tensor, not
+    read back here) and the grad norm before the step (a tensor when clipping or `measure`
+    asked for it, else NaN). `measure` also asks the optimizer for its statistics and times
+    the step for the cost metrics."""
     optimizer, model = setup.optimizer, setup.model
+    setup.cost.begin_step(measure)
     set_step_hyperparams(optimizer, setup.schedule.lr_multiplier(step), setup.schedule.wd_multiplier(step))
     with autocast(setup.cfg, setup.device):
         logits = model(batch[:, :-1])
@@ -453,12 +490,13 @@ def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bo
     # Read before the step: Muon-style optimizers may overwrite .grad in place.
     clip = float(setup.cfg.trainer.grad_clip)
     if clip > 0:
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+        gnorm: torch.Tensor | float = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     else:
         gnorm = grad_norm(model) if measure else math.nan
     optimizer.collect_stats = measure
-    optimizer.step()
-    return float(loss.detach()), gnorm
+    with setup.cost.optimizer_step():
+        optimizer.step()
+    return loss.detach(), gnorm
 
 
 def log_step(setup: TrainingSetup, state: RunState, loss: float, gnorm: float, tokens_per_s: float) -> None:
@@ -487,6 +525,7 @@ def end_epoch(
         "train_loss_epoch": train_loss,
         "epoch_time": time.perf_counter() - epoch_start,
         "weight_rms_epoch": matrix_rms(setup.model),
+        **setup.cost.epoch_metrics(),
     }
     state.logger.metrics(metrics, epoch)
     state.logger.flush()

@@ -43,6 +43,15 @@ STATISTICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cv": ((), ("start", "end")),
     "max_spike": ((), ("window", "start", "end")),
     "spread": (("over", "of"), ("kind",)),
+    # First epoch/step at which the metric reaches `target` (censored: +inf); see adr/README.md.
+    "time_to_target": (("target",), ("axis",)),
+}
+# Axes time_to_target reads from a run's own series (stats.time_to_target also takes seconds/tokens).
+TIME_TO_TARGET_AXES: tuple[str, ...] = ("epoch", "step")
+# Statistic parameters that name one of a fixed set: (valid values, default).
+CHOICE_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
+    "kind": (SPREAD_KINDS, "ratio"),
+    "axis": (TIME_TO_TARGET_AXES, "epoch"),
 }
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
@@ -679,8 +688,8 @@ class _Validator:
                 of = self.statistic(m, "of", f"{where}.of", allow_spread=False)
             elif k == "over":
                 params[k] = str(self.string(m, "over", where))
-            elif k == "kind":
-                params[k] = self.choice(m, "kind", where, SPREAD_KINDS, "ratio")
+            elif k in CHOICE_PARAMS:  # kind (spread), axis (time_to_target)
+                params[k] = self.choice(m, k, where, *CHOICE_PARAMS[k])
             elif k in ("epoch", "window"):
                 params[k] = self.integer(m, k, where, minimum=1)
             else:  # start / end: epochs or steps

@@ -8,7 +8,17 @@ tiny run and checks that every logged key is listed here.
 from __future__ import annotations
 
 # Per epoch (x = epoch).
-EPOCH_METRICS: tuple[str, ...] = ("val_ppl", "val_loss", "train_loss_epoch", "epoch_time", "weight_rms_epoch")
+EPOCH_METRICS: tuple[str, ...] = (
+    "val_ppl",
+    "val_loss",
+    "train_loss_epoch",
+    "epoch_time",
+    "weight_rms_epoch",
+    # Cost per epoch (adrlab.cost): step time and the optimizer's share timed on logging steps.
+    "optimizer_step_share",
+    "step_time_ms",
+    "peak_memory_mb",
+)
 # Per logged step (x = global step); lr_adamw / wd_adamw only when the AdamW group differs,
 # energy_* only for the RMSuon family.
 STEP_METRICS: tuple[str, ...] = (

@@ -22,6 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from adrlab import tracking
+from adrlab.adr.costs import COST_NOTE, cost_table
 from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.history import append_history, history_markdown, verdict_diff
 from adrlab.adr.runs import all_adr_paths, arm_run_overrides, collect_evidence, experiment_at, find_adr
@@ -30,9 +31,9 @@ from adrlab.adr.writeback import EditedBlockError, find_block, render_block, wri
 from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import markdown_table
 
-PNG_META = {"Software": None}
+PNG_META = {"Software": None}  # no library version in the file: re-rendering stays byte-stable
 PLOT_BASES: tuple[str, ...] = ("forest", "memory", "sensitivity", "traces", "val_ppl")
-HISTORY = "history.csv"  # no library version in the file: re-rendering stays byte-stable
+HISTORY = "history.csv"
 
 
 @dataclass
@@ -366,6 +367,9 @@ def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
     derived = derived_table(ev)
     if derived:
         lines += ["### Decay per arm (derived at build time)", "", derived, ""]
+    costs = cost_table(ev)
+    if costs:
+        lines += ["### Cost next to quality (per arm)", "", costs, "", COST_NOTE, ""]
     _, memory_rows = plot_memory_and_rms(ev, None)
     if memory_rows:
         headers = [

@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from adrlab import tracking
+from adrlab.adr.costs import COST_PARAMS
 from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
 from adrlab.adr.metrics import EPOCH_METRICS, STEP_METRICS
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
@@ -45,6 +46,7 @@ PARAMS = (
     "derived.steps_per_epoch",
     "derived.entropy_floor_ppl",
     "data.vocab_size",
+    *COST_PARAMS,
 )
 
 
@@ -221,12 +223,16 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
         str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
     }
     step_metrics = set(REPORT_STEP_METRICS) | {c.metric for c in adr.criteria if c.metric in STEP_METRICS}
+    # One bulk read for every run (not one call per run and metric): see tracking.metric_histories.
+    histories = tracking.metric_histories(uri, runs["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
+    by_run = {run_id: frame for run_id, frame in histories.groupby("run_id", sort=False)}
+    no_history = histories.iloc[:0]
     for _, run in runs.iterrows():
         status = "FINISHED" if run["state"] == "COMPLETE" else "DIVERGED"
         head = (run["run_id"], run["arm"], int(run["seed"]), status)
         tail = (scale, _tag(run, tracking.TAG_GIT_SHA), _tag(run, tracking.TAG_CONFIG_HASH))
-        history = tracking.metric_history(uri, run["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
-        for metric, step, value in history.itertuples(index=False):
+        history = by_run.get(run["run_id"], no_history)
+        for _, metric, step, value in history.itertuples(index=False):
             kind = "epoch" if metric in EPOCH_METRICS else "step"
             rows.append((*head, kind, metric, float(step), float(value), *tail))
         for key in sorted(wanted_params):

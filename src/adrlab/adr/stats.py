@@ -200,6 +200,41 @@ def diverged_value(name: str, mode: str, value: float) -> float:
     return math.inf if name in ALWAYS_WORSE_HIGH else worst(mode)
 
 
+TIME_AXES: tuple[str, ...] = ("epoch", "step", "seconds", "tokens")
+
+
+def time_to_target(
+    s: RunSeries, target: float, *, axis: str = "epoch", clock: Sequence[float] | float | None = None
+) -> float:
+    """The first point at which the metric reaches `target` (≤ for a lower-is-better metric,
+    ≥ otherwise), as AlgoPerf scores optimizers; +inf (censored) when the run never does.
+
+    axis "epoch" or "step": the series' own x (epoch metrics are logged per epoch, step
+    metrics per step). "seconds": `clock` lists the wall clock of each point's interval
+    (e.g. the epoch_time of epochs 1..n) and the result is their sum up to the hit. "tokens":
+    `clock` is tokens per unit of x (per step), so the result is x·clock. Always lower is
+    better, whatever the metric's own direction."""
+    if axis not in TIME_AXES:
+        raise ValueError(f"time_to_target axis {axis!r} is not valid; choose one of: {', '.join(TIME_AXES)}")
+    reached = s.y <= target if s.mode == "min" else s.y >= target
+    hits = np.flatnonzero(reached & np.isfinite(s.y))
+    if hits.size == 0:
+        return math.inf
+    first = int(hits[0])
+    if axis in ("epoch", "step"):
+        return float(s.x[first])
+    if clock is None:
+        raise ValueError(
+            f"time_to_target on axis {axis!r} needs its clock (seconds per point or tokens per x)"
+        )
+    if axis == "tokens":
+        return float(s.x[first]) * float(clock)  # type: ignore[arg-type]
+    seconds = np.asarray(clock, dtype=float)
+    if seconds.size < first + 1:
+        raise ValueError(f"time_to_target: {seconds.size} clock values for a hit at point {first + 1}")
+    return float(np.sum(seconds[: first + 1]))
+
+
 def run_statistic(s: RunSeries, stat: Statistic) -> float:
     """Dispatch one (non-spread) statistic on one run's series."""
     p = stat.params
@@ -222,6 +257,8 @@ def run_statistic(s: RunSeries, stat: Statistic) -> float:
         return cv(s, p.get("start"), p.get("end"))
     if name == "max_spike":
         return max_spike(s, p.get("window", SPIKE_WINDOW), p.get("start"), p.get("end"))
+    if name == "time_to_target":  # on the series' own axis (epoch or step); see time_to_target
+        return time_to_target(s, p["target"], axis=p.get("axis", "epoch"))
     raise ValueError(f"statistic {name!r} is not a per-run statistic")
 
 

@@ -5,7 +5,15 @@ group_hyperparams and `optimizer.last_stats` for logging, derived_params once pe
 """
 
 from adrlab.optim.adamw import DECAY_MODES, AdamW, RoutedOptimizer, adamw_update_
-from adrlab.optim.muon import NS_COEFFICIENTS, AdaRMSuon, Muon, RMSuon, muon_lr_ratio, newton_schulz
+from adrlab.optim.muon import (
+    NS_COEFFICIENTS,
+    NS_SCHEDULES,
+    AdaRMSuon,
+    Muon,
+    RMSuon,
+    muon_lr_ratio,
+    newton_schulz,
+)
 from adrlab.optim.routing import (
     OPTIMIZER_CLASSES,
     DecaySpec,
@@ -22,6 +30,7 @@ from adrlab.optim.routing import (
 __all__ = [
     "DECAY_MODES",
     "NS_COEFFICIENTS",
+    "NS_SCHEDULES",
     "OPTIMIZER_CLASSES",
     "AdaRMSuon",
     "AdamW",

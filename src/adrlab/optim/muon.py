@@ -8,7 +8,8 @@ matrices) and AdamW (see adamw.py) to the others. Tensors with more than two dim
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,53 @@ from adrlab.optim.adamw import RoutedOptimizer, apply_multiplicative_decay_, cou
 
 # Keller Jordan's quintic: maximal slope at 0, so 5 steps push every σ ≥ 2e-3·‖G‖_F into ~[0.68, 1.2].
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel, Persson, Musco & Gower 2025, arXiv:2505.16932): one minimax-optimal odd
+# quintic per iteration, numbers as published in modded-nanogpt's train_gpt.py (degree 5, 5
+# iterations, l0 = 1e-3, safety factor 2e-2 already folded into the coefficients, which is why the
+# input is normalised by ‖G‖_F·(1 + 2e-2) instead of ‖G‖_F).
+POLAR_EXPRESS_COEFFICIENTS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+Triple = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class NSSchedule:
+    """(a, b, c) of X ← aX + (bA + cA²)X for each iteration (the last one repeats when there are
+    more iterations than triples), and the factor on ‖G‖_F the input is divided by."""
+
+    coefficients: tuple[Triple, ...]
+    norm_pad: float = 1.0
+
+    def triple(self, iteration: int) -> Triple:
+        return self.coefficients[min(iteration, len(self.coefficients) - 1)]
+
+
+NS_SCHEDULES = {
+    "quintic": NSSchedule((NS_COEFFICIENTS,)),
+    "polar_express": NSSchedule(POLAR_EXPRESS_COEFFICIENTS, norm_pad=1.02),
+}
+
+
+def ns_schedule(name: str | Sequence[Sequence[float]]) -> NSSchedule:
+    """A named schedule, or explicit (a, b, c) triples, one per iteration (applied after plain
+    ‖G‖_F normalisation)."""
+    if not isinstance(name, str):
+        triples = tuple(tuple(float(x) for x in t) for t in name)
+        if not triples or any(len(t) != 3 for t in triples):
+            raise ValueError(
+                f"ns_schedule must name a schedule or list (a, b, c) triples, got {list(name)!r}"
+            )
+        return NSSchedule(triples)  # type: ignore[arg-type]
+    if name not in NS_SCHEDULES:
+        raise ValueError(f"ns_schedule={name!r} is not known; choose one of: {', '.join(NS_SCHEDULES)}")
+    return NS_SCHEDULES[name]
+
+
 NS_EPS = 1e-7
 NS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MUON_ADJUST_LR = ("original", "match_rms_adamw", "none")
@@ -27,7 +75,7 @@ def newton_schulz(
     G: Tensor,
     steps: int = 5,
     *,
-    coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+    coefficients: Triple | NSSchedule = NS_COEFFICIENTS,
     eps: float = NS_EPS,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -37,24 +85,27 @@ def newton_schulz(
     its own: a stack turns many small matmuls into a few batched ones.
     Frobenius normalisation first (so σ_max ≤ 1); the Gram matrix is taken on the short side.
     For one matrix the op sequence mirrors torch.optim.Muon's, so dtype=bfloat16 reproduces it
-    exactly.
+    exactly. `coefficients`: one (a, b, c) for every iteration, or an NSSchedule.
     """
     if G.ndim not in (2, 3):
         raise ValueError(
             f"newton_schulz needs a matrix (m, n) or a stack of them (b, m, n), got shape {tuple(G.shape)}"
         )
-    a, b, c = coefficients
+    schedule = coefficients if isinstance(coefficients, NSSchedule) else NSSchedule((coefficients,))
     X = G.to(dtype)
     transposed = G.size(-2) > G.size(-1)
     if transposed:
         X = X.mT
+    pad = schedule.norm_pad
     if X.ndim == 2:
-        X = X / X.norm().clamp(min=eps)  # not in place: G.to() may have returned G itself
+        norm = X.norm() if pad == 1.0 else X.norm() * pad  # quintic: torch.optim.Muon's exact ops
+        X = X / norm.clamp(min=eps)  # not in place: G.to() may have returned G itself
         multiply_add = torch.addmm
     else:
-        X = X / torch.linalg.matrix_norm(X, keepdim=True).clamp(min=eps)
+        X = X / (torch.linalg.matrix_norm(X, keepdim=True) * pad).clamp(min=eps)
         multiply_add = torch.baddbmm
-    for _ in range(steps):
+    for i in range(steps):
+        a, b, c = schedule.triple(i)
         A = X @ X.mT
         B = multiply_add(A, A, A, beta=b, alpha=c)
         X = multiply_add(X, B, X, beta=a)
@@ -90,12 +141,14 @@ class _StructuredBase(RoutedOptimizer):
                     )
             if group.get("ns_dtype", "float32") not in NS_DTYPES:
                 raise ValueError(f"ns_dtype must be one of {', '.join(NS_DTYPES)}")
+            ns_schedule(group.get("ns_schedule", "quintic"))
 
     def _orthogonalise(self, group: dict[str, Any], tensors: list[Tensor]) -> list[Tensor]:
         """NS of each tensor's matrix view, shaped like the tensor. Matrices of one shape (up to
         transposition: NS(Mᵀ) = NS(M)ᵀ) go through one batched NS: a model repeats few shapes,
         and on CPU a loop of small matmuls costs more than their arithmetic."""
         steps, dtype = group["ns_steps"], NS_DTYPES[group.get("ns_dtype", "float32")]
+        schedule = ns_schedule(group.get("ns_schedule", "quintic"))
         wide = [as_matrix(t) for t in tensors]
         tall = [M.size(0) > M.size(1) for M in wide]
         wide = [M.mT if is_tall else M for M, is_tall in zip(wide, tall, strict=True)]
@@ -105,9 +158,11 @@ class _StructuredBase(RoutedOptimizer):
         out: list[Tensor] = list(tensors)
         for indices in by_shape.values():
             if len(indices) == 1:
-                results = [newton_schulz(wide[indices[0]], steps, dtype=dtype)]
+                results = [newton_schulz(wide[indices[0]], steps, coefficients=schedule, dtype=dtype)]
             else:
-                results = newton_schulz(torch.stack([wide[i] for i in indices]), steps, dtype=dtype)
+                results = newton_schulz(
+                    torch.stack([wide[i] for i in indices]), steps, coefficients=schedule, dtype=dtype
+                )
             for i, O in zip(indices, results, strict=True):
                 out[i] = (O.mT if tall[i] else O).reshape(tensors[i].shape)
         return out
@@ -132,6 +187,7 @@ class Muon(_StructuredBase):
         adjust_lr: str = "original",
         ns_steps: int = 5,
         ns_dtype: str = "float32",
+        ns_schedule: str | Sequence[Sequence[float]] = "quintic",
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         decay_mode: str = "decoupled",
@@ -144,6 +200,7 @@ class Muon(_StructuredBase):
             "adjust_lr": adjust_lr,
             "ns_steps": ns_steps,
             "ns_dtype": ns_dtype,
+            "ns_schedule": ns_schedule,
             "betas": tuple(betas),  # only used by the AdamW groups
             "eps": eps,
             "decay_mode": decay_mode,
@@ -193,6 +250,7 @@ class RMSuon(_StructuredBase):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         ns_dtype: str = "float32",
+        ns_schedule: str | Sequence[Sequence[float]] = "quintic",
         decay_mode: str = "decoupled",
     ) -> None:
         defaults = {
@@ -202,6 +260,7 @@ class RMSuon(_StructuredBase):
             "weight_decay": weight_decay,
             "ns_steps": ns_steps,
             "ns_dtype": ns_dtype,
+            "ns_schedule": ns_schedule,
             "decay_mode": decay_mode,
             "structured": True,
             "role": "matrix",
@@ -278,6 +337,7 @@ class AdaRMSuon(RMSuon):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         ns_dtype: str = "float32",
+        ns_schedule: str | Sequence[Sequence[float]] = "quintic",
         decay_mode: str = "decoupled",
         normalize: bool = True,
     ) -> None:
@@ -288,6 +348,7 @@ class AdaRMSuon(RMSuon):
             "weight_decay": weight_decay,
             "ns_steps": ns_steps,
             "ns_dtype": ns_dtype,
+            "ns_schedule": ns_schedule,
             "decay_mode": decay_mode,
             "normalize": normalize,
             "structured": True,

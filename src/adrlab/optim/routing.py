@@ -109,6 +109,14 @@ def route_parameters(model: nn.Module, scope: str) -> dict[str, list[tuple[str, 
     return routed
 
 
+def ns_schedule_of(opt: DictConfig) -> str | list[list[float]]:
+    """The Newton–Schulz schedule a structured group gets: explicit triples, else the name."""
+    coefficients = opt.get("ns_coefficients")
+    if coefficients:
+        return [[float(x) for x in t] for t in coefficients]
+    return str(opt.get("ns_schedule", "quintic"))
+
+
 def hyperparams_by_role(opt: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(hidden matrices, AdamW-routed parameters) group settings from the optimizer config.
     The adamw_* keys override lr/betas/eps for the AdamW side of a structured optimizer."""
@@ -135,7 +143,7 @@ def hyperparams_by_role(opt: DictConfig) -> tuple[dict[str, Any], dict[str, Any]
             momentum=float(opt.momentum), nesterov=bool(opt.nesterov), adjust_lr=str(opt.adjust_lr)
         )
     if structured:
-        matrix_hp["ns_steps"] = int(opt.ns_steps)
+        matrix_hp.update(ns_steps=int(opt.ns_steps), ns_schedule=ns_schedule_of(opt))
     if name == "ada_rmsuon":
         matrix_hp["normalize"] = bool(opt.normalize)
     if not structured:

@@ -100,12 +100,11 @@ def plot_learning_curves(spec: SweepSpec, table: pd.DataFrame, path: Path, top: 
     if done.empty:
         return False
     uri = tracking.tracking_uri(compose(spec.overrides))
+    histories = tracking.metric_histories(uri, [r for r in done["run_id"] if r], [spec.metric])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _, row in done.iterrows():
-        if not row["run_id"]:
-            continue
-        hist = tracking.metric_history(uri, row["run_id"], [spec.metric])
-        if hist.empty:
+        hist = histories[histories["run_id"] == row["run_id"]]
+        if not row["run_id"] or hist.empty:
             continue
         ax.plot(
             hist["step"], hist["value"], marker="o", ms=3, label=f"#{row['trial']} {_label(row, spec.keys)}"
