@@ -58,6 +58,48 @@ def compose_or_exit(overrides: list[str]):
         raise SystemExit(fail(describe_config_error(exc))) from None
 
 
+def check_targets_or_exit(cfg) -> None:
+    """Import and check a config's `_target_` optimizer/regularizer/schedules before any training:
+    a module that does not import, a class that is not an optimizer or an unknown hyperparameter
+    stops here with exit code 2 (lint and report never get here: they do not import targets)."""
+    from adrlab.config import ConfigError
+    from adrlab.extensions import check_targets
+
+    try:
+        check_targets(cfg)
+    except ConfigError as exc:
+        raise SystemExit(fail(str(exc))) from None
+
+
+def add_config_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        "-cd",
+        dest="config_dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a config folder of your own (DIR/optimizer/NAME.yaml, ...) added to Hydra's search path; "
+        "repeatable",
+    )
+
+
+def apply_config_dirs(args: argparse.Namespace) -> None:
+    """--config-dir DIR: every compose in this process and in the workers it starts (they inherit
+    the environment) searches DIR after conf/."""
+    import os
+
+    from adrlab.config import CONFIG_DIRS_ENV
+
+    dirs = [os.path.abspath(d) for d in getattr(args, "config_dir", None) or []]
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise SystemExit(fail(f"--config-dir {d}: no such folder"))
+    if dirs:
+        old = [p for p in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if p]
+        os.environ[CONFIG_DIRS_ENV] = os.pathsep.join([*dirs, *old])
+
+
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -68,12 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
+    check_targets_or_exit(cfg)
+    from adrlab.config import ConfigError
     from adrlab.data import DataError
     from adrlab.train import train
 
     try:
         result = train(cfg)
-    except DataError as exc:
+    except (DataError, ConfigError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         print("adrlab: interrupted; resume with the same overrides plus resume=true", file=sys.stderr)
@@ -114,9 +158,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from adrlab.sweep.runner import run_sweep, shown_storage
-    from adrlab.sweep.spec import SpecError
+    from adrlab.sweep.spec import SpecError, load_spec
 
     try:
+        check_targets_or_exit(compose_or_exit(load_spec(args.spec, args.overrides).overrides))
         outcome = run_sweep(
             args.spec,
             workers=args.workers,
@@ -181,11 +226,41 @@ def cmd_report(args: argparse.Namespace) -> int:
         return fail(str(exc))
 
 
+def cmd_adr_new(args: argparse.Namespace) -> int:
+    """adrlab adr new "title": ROOT/adr/NNNN-slug.md; --config-dir/--python-path are recorded in
+    its front matter relative to ROOT, so lint and report find them in any clone."""
+    from pathlib import Path
+
+    from adrlab.adr.document import AdrError
+    from adrlab.adr.scaffold import new_adr
+    from adrlab.config import project_root
+
+    root = Path(args.root).resolve() if args.root else project_root()
+    extra: dict[str, object] = {}
+    for key, given in (("config_dir", args.config_dir), ("python_path", args.python_path)):
+        relative = []
+        for item in given or []:
+            try:
+                relative.append(str(Path(item).resolve().relative_to(root)))
+            except ValueError:
+                return fail(f"--{key.replace('_', '-')} {item} is not inside the project {root}")
+        if relative:
+            extra[key] = relative[0] if len(relative) == 1 else relative
+    try:
+        path = new_adr(args.title, root / "adr", arm=args.arm, control=args.control, extra=extra)
+    except AdrError as exc:
+        return fail(str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_adr(args: argparse.Namespace) -> int:
     from adrlab.adr.document import AdrError, parse_adr
     from adrlab.adr.lint import lint
     from adrlab.adr.runs import adr_dir, all_adr_paths, run_experiments
 
+    if args.adr_command == "new":
+        return cmd_adr_new(args)
     if args.adr_command == "lint":
         messages = lint(args.paths or [adr_dir()])
         for message in messages:
@@ -230,6 +305,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_adr_new_parser(adr_sub) -> None:
+    from adrlab.adr.scaffold import DEFAULT_ARM, DEFAULT_CONTROL
+
+    new = adr_sub.add_parser("new", help="write adr/NNNN-slug.md: front matter, arms, an example criterion")
+    new.add_argument("title", help="what the decision is about, e.g. 'Lion vs AdamW'")
+    new.add_argument(
+        "--root", default=None, help="the project folder to write ROOT/adr/ in (default: adrlab's)"
+    )
+    new.add_argument(
+        "--arm", default=DEFAULT_ARM, help=f"the candidate arm's overrides (default {DEFAULT_ARM!r})"
+    )
+    new.add_argument(
+        "--control",
+        default=DEFAULT_CONTROL,
+        help=f"the control arm's overrides (default {DEFAULT_CONTROL!r})",
+    )
+    new.add_argument(
+        "--python-path", action="append", default=None, metavar="DIR", help="where its _target_ modules live"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adrlab",
@@ -241,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train one run: adrlab run [HYDRA OVERRIDES...]")
     run.add_argument("overrides", nargs="*", help="e.g. optimizer=rmsuon regularizer.weight_decay=0.5")
     run.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    add_config_dir_option(run)
     run.set_defaults(func=cmd_run)
 
     ui = sub.add_parser("ui", help="mlflow ui on 127.0.0.1 with the store the runs use")
@@ -269,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain even when a finished run with the same config and seed exists",
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write reports/sweeps/NAME at the end")
+    add_config_dir_option(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study storage (127.0.0.1)")
@@ -293,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--scale", default="smoke", help="which experiments' runs to judge (default smoke)")
     report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
     report.add_argument("--storage", default=None, help="the study's storage, if not the default")
+    add_config_dir_option(report)
     report.set_defaults(func=cmd_report)
 
     adr = sub.add_parser("adr", help="list, lint and run the experiments of ADRs")
@@ -306,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("id", help="e.g. 0002")
     run_p.add_argument("--workers", type=int, default=None)
     run_p.add_argument("--scale", default="smoke")
+    add_adr_new_parser(adr_sub)
+    for sub_parser in adr_sub.choices.values():
+        add_config_dir_option(sub_parser)
     adr.set_defaults(func=cmd_adr)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios side by side) → reports/bench/")
@@ -327,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    apply_config_dirs(args)
     return int(args.func(args) or 0)
 
 

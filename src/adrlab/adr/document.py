@@ -53,6 +53,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "auto_status",
     "experiments",
     "criteria",
+    "config_dir",
+    "python_path",
 )
 EXPERIMENT_KEYS: tuple[str, ...] = ("seeds", "overrides", "arms")
 SWEEP_ARM_KEYS: tuple[str, ...] = ("sweep", "overrides")
@@ -180,6 +182,10 @@ class Adr:
     front_matter_lines: tuple[int, int]  # (first, last) 1-based file lines of the YAML text
     body: str
     body_line: int  # 1-based file line where the body starts
+    # A researcher's own config folders and module folders the arms need, relative to the
+    # project that holds adr/ (front matter `config_dir`, `python_path`: a string or a list).
+    config_dirs: tuple[str, ...] = ()
+    python_paths: tuple[str, ...] = ()
 
     @property
     def number(self) -> str | None:
@@ -437,7 +443,24 @@ class _Validator:
             front_matter_lines=(span.first_line, span.closing_line - 1),
             body=text[span.body_start :],
             body_line=body_line,
+            config_dirs=self.paths(data, "config_dir"),
+            python_paths=self.paths(data, "python_path"),
         )
+
+    def paths(self, data: CommentedMap, key: str) -> tuple[str, ...]:
+        """`config_dir` / `python_path`: one relative folder or a list of them."""
+        if key not in data or data[key] is None:
+            return ()
+        if isinstance(data[key], str) and data[key].strip():
+            values: tuple[str, ...] = (str(data[key]),)
+        else:
+            values = self.string_list(data, key, "")
+        for value in values:
+            if Path(value).is_absolute() or ".." in Path(value).parts:
+                self.fail(
+                    self.value_line(data, key), key, f"{value!r} must be relative to the project, inside it"
+                )
+        return values
 
     def human_keys(self, data: CommentedMap) -> None:
         if "date" in data and data["date"] is not None:

@@ -24,6 +24,7 @@ from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
+from adrlab.adr.workspace import activate
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
 from adrlab.config import compose, reports_root
 from adrlab.mdtable import markdown_table
@@ -308,6 +309,7 @@ def write_adr_report(
 
 def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) -> AdrOutcome:
     adr = parse_adr(path)
+    activate(adr)  # its config folders, for composing; report never imports a `_target_`
 
     def outcome(verdict, source: str, write: str, message: str, date: str = "") -> AdrOutcome:
         return AdrOutcome(

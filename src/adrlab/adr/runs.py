@@ -11,6 +11,7 @@ import yaml
 
 from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
+from adrlab.adr.workspace import activate
 from adrlab.config import compose, project_root
 
 TAG_ADR = "adrlab.adr"
@@ -151,6 +152,7 @@ def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) 
     from adrlab.sweep.runner import run_sweep
 
     adr = parse_adr(find_adr(ref))
+    activate(adr)  # its own config and module folders, for this process and the workers
     exp = experiment_at(adr, scale)
     cfg = compose(list(exp.overrides))
     uri = tracking.tracking_uri(cfg)
