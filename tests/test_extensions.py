@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from adrlab.optim.external import WrappedOptimizer, build_run_optimizer
 REPO = Path(__file__).resolve().parents[1]
 LION = REPO / "examples" / "lion"
 SMALL = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.head_dim=16", "model.d_ff=64"]
+
+
+@pytest.fixture(autouse=True)
+def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--config-dir and ADR folders extend the environment and sys.path: undo that per test."""
+    monkeypatch.delenv("ADRLAB_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
 
 MODULE = '''
 import torch
