@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -161,6 +162,13 @@ class RunLogger:
 
     def artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path))
+
+    def text_artifact(self, name: str, text: str) -> None:
+        """Log `text` as the artifact file `name` (e.g. config.yaml, summary.md)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.artifact(path)
 
     def finish(self, status: str) -> None:
         self.flush()
