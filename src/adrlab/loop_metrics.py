@@ -3,7 +3,8 @@
 Update RMS is ‖θ_after − θ_before‖/√n over every trainable parameter, from a snapshot taken
 before the step on logging steps only (decay included: it is part of what moved θ). It does not
 depend on the optimizer reporting anything, so a torch.optim.SGD named by `_target_` gets the
-same metric as adrlab's own optimizers. lr and wd come from the bookkeeping groups
+same metric as adrlab's own optimizers (which measure the same ‖Δθ‖/√n inside their step, so
+the loop takes theirs instead of cloning the parameters twice). lr and wd come from the bookkeeping groups
 (`group_hyperparams`); energy and a researcher's `adrlab_stats()` from `optimizer.last_stats`.
 """
 
@@ -15,7 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from adrlab.optim import group_hyperparams
+from adrlab.optim import RoutedOptimizer, group_hyperparams
+
+
+def needs_snapshot(optimizer: Any) -> bool:
+    """Whether the loop must measure update RMS itself (every optimizer but adrlab's own)."""
+    return not isinstance(optimizer, RoutedOptimizer)
 
 
 class UpdateMeter:
@@ -40,8 +46,7 @@ class UpdateMeter:
 def loop_metrics(optimizer: Any, meter: UpdateMeter) -> dict[str, float]:
     """The optimizer-side point of a logging step: lr, wd (main group; AdamW's where it differs),
     the optimizer's own stats (energy, a researcher's hook) and the measured update RMS."""
-    return {
-        **group_hyperparams(optimizer),
-        **getattr(optimizer, "last_stats", {}),
-        "update_rms": meter.update_rms(),
-    }
+    point = {**group_hyperparams(optimizer), **getattr(optimizer, "last_stats", {})}
+    if needs_snapshot(optimizer):
+        point["update_rms"] = meter.update_rms()
+    return point
