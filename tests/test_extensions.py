@@ -234,3 +234,10 @@ def test_lion_declares_its_metric_without_being_imported() -> None:
     assert declared_metric_names(cfg, [LION]) == ["lion_sign_flip"]
     assert "lion" not in sys.modules
     assert math.isclose(cfg.optimizer.lr, 1e-4)
+
+
+def test_unknown_option_lists_the_config_dir_options_too(user: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config-dir", str(user / "conf"), "optimizer=sgx", "--print-config"])
+    assert exc.value.code == 2
+    assert "choose one of: ada_rmsuon, adamw, broken, fact, missing, muon" in capsys.readouterr().err

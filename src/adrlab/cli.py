@@ -17,7 +17,7 @@ def describe_config_error(exc: BaseException) -> str:
     """Hydra/OmegaConf errors → one message that says what was wrong and what is valid."""
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    from adrlab.config import conf_dir
+    from adrlab.config import conf_dir, extra_config_dirs
 
     if isinstance(exc, MissingConfigException):
         text = str(exc)
@@ -26,7 +26,8 @@ def describe_config_error(exc: BaseException) -> str:
         if marker in text:
             missing = text.split(marker, 1)[1].split("'", 1)[0]
             group, _, option = missing.rpartition("/")
-            options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")) if group else []
+            folders = [conf_dir(), *extra_config_dirs()]  # --config-dir options are valid too
+            options = sorted({p.stem for d in folders for p in (d / group).glob("*.yaml")}) if group else []
             if options:
                 return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
         return text.split("\nConfig search path")[0].strip()
