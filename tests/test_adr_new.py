@@ -72,3 +72,17 @@ def test_numbering_and_slugs(tmp_path: Path) -> None:
     assert next_number(tmp_path) == 8
     assert slugify("Lion vs. AdamW: 2× faster?") == "lion-vs-adamw-2-faster"
     assert slugify("只有中文") == "adr"
+
+
+def test_lion_example_adr_lints_without_importing_lion(monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, "lion", raising=False)
+    repo = LION.parents[1]
+    adr = parse_adr(repo / "adr" / "0006-lion-vs-adamw-rmsuon.md")
+    assert lint([adr.path]) == []
+    assert {compose_arm(adr, "smoke", arm).optimizer.name for arm in adr.experiments["smoke"].arms} == {
+        "lion",
+        "adamw",
+        "rmsuon",
+    }
+    assert adr_metric_names(adr) == {"lion_sign_flip"}
+    assert "lion" not in sys.modules
