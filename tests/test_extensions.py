@@ -241,3 +241,36 @@ def test_unknown_option_lists_the_config_dir_options_too(user: Path, capsys) -> 
         main(["run", "--config-dir", str(user / "conf"), "optimizer=sgx", "--print-config"])
     assert exc.value.code == 2
     assert "choose one of: ada_rmsuon, adamw, broken, fact, missing, muon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "regularizer",
+    [
+        ["regularizer=decoupled", "regularizer.weight_decay=0.5"],
+        ["regularizer=l2", "regularizer.weight_decay=0.5"],
+        ["regularizer=timescale", "regularizer.epsilon=0.5"],
+        ["regularizer=sqrt_v", "regularizer.weight_decay=0.5"],
+    ],
+)
+def test_decay_around_a_target_equals_the_built_in(user: Path, regularizer: list[str]) -> None:
+    """adrlab's own AdamW named by `_target_` (its decay off) with adrlab's regularizer around the
+    step takes the same steps as the built-in optimizer=adamw with that regularizer."""
+    conf = user / "conf" / "optimizer" / "own_adamw.yaml"
+    conf.write_text("_target_: adrlab.optim.AdamW\nlr: 5e-4\nweight_decay: 0.0\ndecay_mode: none\n")
+    models = []
+    for option, reg in (
+        ("own_adamw", regularizer),
+        ("adamw", regularizer),
+        ("own_adamw", ["regularizer=none"]),
+    ):
+        cfg = _compose(user, f"optimizer={option}", "optimizer.lr=5e-4", *reg)
+        model, optimizer = _model_and_optimizer(cfg)
+        for _ in range(3):
+            set_step_hyperparams(optimizer, 1.0, 1.0)
+            _step(model, optimizer)
+        models.append(model)
+    for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-8)
+    undecayed = torch.cat([p.detach().flatten() for p in models[2].parameters()])
+    decayed = torch.cat([p.detach().flatten() for p in models[1].parameters()])
+    assert float((undecayed - decayed).abs().max()) > 1e-6  # the regularizer did act
