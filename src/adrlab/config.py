@@ -541,20 +541,27 @@ def register_configs() -> None:
 # --------------------------------------------------------------------------- compose
 
 
-def project_root() -> Path:
-    """The checkout that holds conf/ (ADRLAB_ROOT overrides, for installed copies)."""
+PROJECT_MARKERS = ("adr", "sweeps")
+
+
+def project_root_and_source() -> tuple[Path, str]:
+    """The project folder adrlab reads adr/ and sweeps/ from and writes reports/ and runs/ to,
+    and why it is that one: $ADRLAB_ROOT if set, else the nearest folder at or above the
+    working directory that holds adr/ or sweeps/ (a checkout of this repository, or a
+    researcher's own project), else the working directory. Never the installed package's
+    checkout: a second checkout or a git worktree works on its own files."""
     env = os.environ.get("ADRLAB_ROOT")
     if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "conf" / "config.yaml").is_file():
-            return parent
+        return Path(env).expanduser().resolve(), "$ADRLAB_ROOT"
     cwd = Path.cwd().resolve()
     for parent in (cwd, *cwd.parents):
-        if (parent / "conf" / "config.yaml").is_file():
-            return parent
-    raise ConfigError("cannot find the adrlab project (a folder with conf/config.yaml); set ADRLAB_ROOT")
+        if any((parent / marker).is_dir() for marker in PROJECT_MARKERS):
+            return parent, "nearest folder holding adr/ or sweeps/"
+    return cwd, "working directory (no adr/ or sweeps/ above it)"
+
+
+def project_root() -> Path:
+    return project_root_and_source()[0]
 
 
 def reports_root() -> Path:
@@ -564,7 +571,38 @@ def reports_root() -> Path:
 
 
 def conf_dir() -> Path:
-    return project_root() / "conf"
+    """The built-in config groups: conf/ of the installed package's checkout, wherever the
+    command runs from."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "conf" / "config.yaml").is_file():
+            return parent / "conf"
+    raise ConfigError(f"adrlab's built-in configs (conf/config.yaml) are missing above {here.parent}")
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Every config group of conf/ and its options, e.g. {"optimizer": ["adamw", ...]}."""
+    root = conf_dir()
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.iterdir())
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
+
+
+def check_groups_given_once(overrides: list[str]) -> None:
+    """One command (or one ADR arm) choosing a config group twice is a mistake Hydra would
+    resolve silently by the last one; refuse it, naming both values."""
+    groups = set(config_groups())
+    seen: dict[str, str] = {}
+    for override in normalize_overrides(list(overrides)):
+        key, sep, _ = override.lstrip("+~").partition("=")
+        group = key.split("@", 1)[0]
+        if not sep or group not in groups:
+            continue
+        if group in seen:
+            raise ConfigError(f"config group {group} given twice: {seen[group]} and {override}; give it once")
+        seen[group] = override
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:
@@ -588,6 +626,12 @@ def extra_config_dirs(config_dirs: list[str] | None = None) -> list[Path]:
     return out
 
 
+def searchpath_override(config_dirs: list[str] | None = None) -> list[str]:
+    """Hydra's `hydra.searchpath` override for the extra config folders (none: no override)."""
+    dirs = extra_config_dirs(config_dirs)
+    return [f"hydra.searchpath=[{','.join(repr(f'file://{d}') for d in dirs)}]"] if dirs else []
+
+
 def compose(overrides: list[str] | None = None, config_dirs: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml (plus the extra config folders) with Hydra's Compose API, then
     validate it. A `_target_` option without a `name` is named after the option chosen.
@@ -601,12 +645,10 @@ def compose(overrides: list[str] | None = None, config_dirs: list[str] | None = 
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    dirs = extra_config_dirs(config_dirs)
-    search = [f"hydra.searchpath=[{','.join(repr(f'file://{d}') for d in dirs)}]"] if dirs else []
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = hydra_compose(
             config_name="config",
-            overrides=[*search, *normalize_overrides(list(overrides or []))],
+            overrides=[*searchpath_override(config_dirs), *normalize_overrides(list(overrides or []))],
             return_hydra_config=True,
         )
     choices = dict(cfg.hydra.runtime.choices)
@@ -695,3 +737,67 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors → one message that says what was wrong and what is valid."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        # "Could not find 'optimizer/nope'" → list the valid options of that group.
+        marker = "Could not find '"
+        if marker in text:
+            missing = text.split(marker, 1)[1].split("'", 1)[0]
+            group, _, option = missing.rpartition("/")
+            folders = [conf_dir(), *extra_config_dirs()]  # --config-dir options are valid too
+            options = sorted({p.stem for d in folders for p in (d / group).glob("*.yaml")}) if group else []
+            if options:
+                return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
+        return text.split("\nConfig search path")[0].strip()
+    if isinstance(exc, ConfigCompositionException):
+        cause = exc.__cause__
+        detail = str(cause).split("\n")[0] if cause is not None else ""
+        head = str(exc).split("\n")[0]
+        if head.startswith("Ambiguous value"):
+            return f"{head}: add -m (--multirun) to run each value, or write a list as key=[a,b]"
+        if "Could not override" in head:
+            key = head.split("'")[1] if "'" in head else head
+            return (
+                f"{key} is not a setting of this config group (unknown key); check the spelling or the group"
+            )
+        return f"{head}: {detail}" if detail else head
+    return str(exc).split("\n")[0]
+
+
+def compose_explained(overrides: list[str], config_dirs: list[str] | None = None) -> DictConfig:
+    """compose(), every Hydra/OmegaConf failure raised as a ConfigError that says what was
+    wrong and what is valid (for the CLI and for `adrlab adr lint`)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(overrides, config_dirs)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(describe_config_error(exc)) from None
+
+
+def group_choices(overrides: list[str]) -> dict[str, str | None]:
+    """The option each config group ends up with (Hydra's runtime.choices), for `--cfg all`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="config",
+            overrides=[*searchpath_override(), *normalize_overrides(list(overrides))],
+            return_hydra_config=True,
+        )
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    assert isinstance(choices, dict)
+    return {str(k): v for k, v in choices.items() if not str(k).startswith("hydra/")}

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from adrlab import tracking
+from adrlab.provenance import TAG_CODE_HASH
 
 EPOCH_METRICS = ["val_loss", "val_ppl", "train_loss_epoch", "epoch_time", "weight_rms_epoch"]
 
@@ -55,12 +56,15 @@ def find_resumable(uri: str, experiment: str, chash: str, cfg: DictConfig) -> st
     return None
 
 
-def find_reusable(uri: str, chash: str) -> str | None:
-    """A FINISHED, complete run with this config hash in any experiment of the store."""
+def find_reusable(uri: str, chash: str, code_hash: str | None = None) -> str | None:
+    """A FINISHED, complete run with this config hash (and training code hash, when given:
+    changed training code trains again) in any experiment of the store."""
+    same_code = f" and tags.`{TAG_CODE_HASH}` = '{code_hash}'" if code_hash else ""
     runs = tracking.search_runs(
         uri,
         None,
-        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'",
+        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'"
+        + same_code,
         statuses=["FINISHED"],
     )
     if runs.empty:

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 
-from adrlab import tracking
+from adrlab import run_names, tracking
 from adrlab.config import config_hash, flatten
 from adrlab.data import TokenData, build_data
 from adrlab.lm import (
@@ -49,6 +49,7 @@ from adrlab.optim import (
     set_step_hyperparams,
 )
 from adrlab.optim.external import WrappedOptimizer, build_run_optimizer
+from adrlab.provenance import TAG_CODE_HASH, training_code_hash
 from adrlab.runstore import (
     checkpoint_path,
     epochs_of,
@@ -226,7 +227,7 @@ def prepare(
     if plan.resume_run_id is None:
         plan.resume_run_id = resume_target(cfg, uri, chash)
     if plan.resume_run_id is None and cfg.tracking.reuse:
-        plan.reuse_source = find_reusable(uri, chash)
+        plan.reuse_source = find_reusable(uri, chash, training_code_hash())
     return plan
 
 
@@ -236,6 +237,7 @@ def run_tags(
     tags = {
         tracking.TAG_CONFIG_HASH: chash,
         tracking.TAG_GIT_SHA: tracking.git_sha(),
+        TAG_CODE_HASH: training_code_hash(),
         tracking.TAG_SEED: int(cfg.seed),
         tracking.TAG_SCALE: cfg.scale,
         tracking.TAG_ARM: cfg.arm,
@@ -244,6 +246,7 @@ def run_tags(
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(run_names.labels(cfg, tags))  # name (and an ADR run's description) in mlflow ui
     return tags
 
 
@@ -269,6 +272,7 @@ def reuse(plan: RunPlan) -> RunResult:
     tags = {**plan.tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
     logger = create_tracked_run(plan, tags)
     logger.params({**original.data.params, **flatten(plan.cfg)})
+    logger.copy_inputs(source)
     history = tracking.metric_history(plan.uri, source, sorted(original.data.metrics))
     for metric, step, value in history.itertuples(index=False):
         logger.metric(metric, value, step)
@@ -345,7 +349,7 @@ def create_tracked_run(plan: RunPlan, tags: dict[str, Any]) -> tracking.RunLogge
         lambda: c.create_run(
             plan.experiment_id,
             tags={k: str(v) for k, v in tags.items() if v is not None},
-            run_name=plan.cfg.tracking.run_name or plan.cfg.arm,
+            run_name=tags[tracking.TAG_RUN_NAME],
         )
     )
     return tracking.RunLogger(plan.uri, run.info.run_id)
@@ -356,6 +360,7 @@ def open_tracked_run(setup: TrainingSetup, plan: RunPlan) -> tracking.RunLogger:
     logger = create_tracked_run(plan, plan.tags)
     logger.params({**flatten(setup.cfg), **{f"derived.{k}": v for k, v in setup.derived.items()}})
     logger.text_artifact("config.yaml", OmegaConf.to_yaml(setup.cfg, resolve=True))
+    logger.dataset(tracking.training_dataset(setup.cfg.data, setup.data))
     return logger
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from adrlab.adr.declared import declared_metrics
 from adrlab.adr.document import Adr, AdrError
 from adrlab.config import CONFIG_DIRS_ENV, compose
-from adrlab.extensions import declared_metric_names
 
 
 def project_of(adr: Adr) -> Path:
@@ -66,11 +66,11 @@ def compose_arm(adr: Adr, scale: str, arm: str) -> DictConfig:
 
 def adr_metric_names(adr: Adr) -> set[str]:
     """Extra per-step metrics the ADR's `_target_` optimizers declare (read from their source,
-    never imported): what `adrlab adr lint` accepts besides adrlab's own metric names."""
-    roots = adr_python_paths(adr)
-    names: set[str] = set()
-    for scale, exp in adr.experiments.items():
-        for arm in exp.arms.values():
-            if arm.sweep is None:
-                names.update(declared_metric_names(compose_arm(adr, scale, arm.name), roots))
-    return names
+    never imported): what the ADR's criteria may name besides adrlab's own metrics."""
+    arms = [
+        exp.arm_overrides(a)
+        for exp in adr.experiments.values()
+        for a, arm in exp.arms.items()
+        if not arm.sweep
+    ]
+    return declared_metrics(project_of(adr), adr.config_dirs, adr.python_paths, arms)

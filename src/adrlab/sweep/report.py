@@ -14,10 +14,10 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from adrlab import tracking
-from adrlab.config import compose, reports_root
+from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import frame_to_markdown
-from adrlab.sweep.runner import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 from adrlab.sweep.spec import SweepSpec, load_spec
+from adrlab.sweep.storage import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
 
 
 def report_dir(name: str) -> Path:
@@ -150,39 +150,53 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     if done.empty:
         return []
     minimize = spec.direction == "minimize"
-    best_overall = done["value"].min() if minimize else done["value"].max()
     lines = [
         f"| {' + '.join(cats) or 'all'} | complete | pruned | best | λ at best | "
         "λ range within 5% of this best | worst / best |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
-    groups = []
-    group_bests: dict[str, float] = {}
-    for group, rows in tried.groupby("group"):
-        complete = rows[rows["state"] == "COMPLETE"]
-        pruned = len(rows) - len(complete)
-        if complete.empty:
-            last = rows["value"].dropna()
-            shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
-            groups.append((math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |"))
-            continue
-        best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
-        best = best_row["value"]
-        lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
-        worst = complete["value"].max() if minimize else complete["value"].min()
-        order = best if minimize else -best
-        group_bests[group] = best
-        groups.append(
-            (
-                order,
-                f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
-                f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |",
-            )
-        )
-    lines += [row for _, row in sorted(groups, key=lambda g: g[0])]
+    groups = {group: _sensitivity_row(group, rows, key, minimize) for group, rows in tried.groupby("group")}
+    lines += [row for _, row, _ in sorted(groups.values(), key=lambda g: g[0])]
+    group_bests = {group: best for group, (_, _, best) in groups.items() if best is not None}
+    lines += _winner_lines(done, group_bests, spec, key, cats)
+    lines += [
+        "",
+        "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
+        "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
+    ]
+    return lines
+
+
+def _sensitivity_row(
+    group: str, rows: pd.DataFrame, key: str, minimize: bool
+) -> tuple[float, str, float | None]:
+    """(sort order, table row, the group's best value or None if every trial was pruned)."""
+    complete = rows[rows["state"] == "COMPLETE"]
+    pruned = len(rows) - len(complete)
+    if complete.empty:
+        last = rows["value"].dropna()
+        shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
+        return math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |", None
+    best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
+    best = best_row["value"]
+    lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
+    worst = complete["value"].max() if minimize else complete["value"].min()
+    row = (
+        f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
+        f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |"
+    )
+    return (best if minimize else -best), row, best
+
+
+def _winner_lines(
+    done: pd.DataFrame, group_bests: dict[str, float], spec: SweepSpec, key: str, cats: list[str]
+) -> list[str]:
+    """The winner, how many trials come within 5% of it, and the schedules within 1%."""
+    minimize = spec.direction == "minimize"
+    best_overall = done["value"].min() if minimize else done["value"].max()
     near_all = done[(done["value"] - best_overall).abs() <= 0.05 * abs(best_overall)]
     winner = done.loc[done["value"].idxmin() if minimize else done["value"].idxmax()]
-    lines += [
+    lines = [
         "",
         f"Winner: {_label(winner, cats)} at λ = {winner[f'p:{key}']:.3g} ({best_overall:.4g}). "
         f"{len(near_all)} of {len(done)} completed trials come within 5% of it, with λ from "
@@ -199,12 +213,41 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
             f"Within 1% of the winner: {', '.join(close)}; with {len(spec.seeds)} seed(s) a trial, "
             "gaps this small do not rank them.",
         ]
-    lines += [
-        "",
-        "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
-        "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
-    ]
     return lines
+
+
+def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> list[str]:
+    """The report's head: what the study is, where its spec and storage are, how far it got."""
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    root = project_root()
+    spec_path = spec.path.relative_to(root) if spec.path.is_relative_to(root) else spec.path
+    seeds = "seed from each trial's config" if spec.seeds == [None] else f"mean over seeds {spec.seeds}"
+    return [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"- spec: `{spec_path}`; base overrides: `{' '.join(spec.overrides)}`",
+        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: {experiment_link(spec)}",
+        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        "",
+    ]
+
+
+def experiment_link(spec: SweepSpec) -> str:
+    """The study's MLflow experiment as a markdown link to its runs table in `mlflow ui`."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    url = tracking.experiment_urls(uri, [spec.experiment]).get(spec.experiment)
+    return f"[`{spec.experiment}`]({url})" if url else f"`{spec.experiment}`"
+
+
+def run_links(spec: SweepSpec, run_ids: pd.Series) -> list[str]:
+    """Short run ids, each a markdown link to the run's page in `mlflow ui` (when in the store)."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    urls = tracking.run_urls(uri, [r for r in run_ids.astype(str) if r])
+    return [f"[{r[:8]}]({urls[r]})" if r in urls else r[:8] for r in run_ids.astype(str)]
 
 
 def write_sweep_report(
@@ -215,47 +258,8 @@ def write_sweep_report(
     study = optuna.load_study(study_name=spec.name, storage=open_storage(storage_url))
     table = trials_table(study)
     out = report_dir(spec.name)
-    plots: list[tuple[str, str]] = []
-    from optuna.visualization import matplotlib as ovm
-
-    if _optuna_plot(ovm.plot_optimization_history, study, out / "history.png"):
-        plots.append(("Optimisation history", "history.png"))
-    if plot_objective_vs_lambda(table, spec, out / "objective_vs_lambda.png"):
-        plots.append(("Objective vs λ, coloured by schedule", "objective_vs_lambda.png"))
-    if _optuna_plot(ovm.plot_param_importances, study, out / "importance.png"):
-        plots.append(("Parameter importances (fANOVA)", "importance.png"))
-    if plot_learning_curves(spec, table, out / "curves.png"):
-        plots.append(("Learning curves of the top trials", "curves.png"))
-
-    counts = table["state"].value_counts().to_dict() if not table.empty else {}
-    lines = [
-        f"# Sweep `{spec.name}`",
-        "",
-        spec.description.strip(),
-        "",
-        f"- spec: `sweeps/{spec.path.name}`; base overrides: `{' '.join(spec.overrides)}`",
-        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
-        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
-        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        "",
-    ]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
-        overrides = spec.overrides_for(best.params)
-        lines += [
-            "## Best trial",
-            "",
-            f"Trial #{best.number}: **{best.value:.4g}** ({spec.statistic} {spec.metric}).",
-            "",
-            *[f"- `{k}` = {v}" for k, v in best.params.items()],
-            "",
-            "Reproduce: `adrlab run " + " ".join(overrides) + "`",
-            "",
-        ]
-    else:
-        lines += ["## Best trial", "", "No trial has completed yet.", ""]
+    plots = write_plots(spec, study, table, out)
+    lines = [*overview_lines(spec, storage_url, table), *_best_trial_lines(spec, study)]
     sens = sensitivity_lines(table, spec)
     if sens:
         lines += ["## Sensitivity to λ", "", *sens, ""]
@@ -264,19 +268,49 @@ def write_sweep_report(
         for title, file in plots:
             lines += [f"### {title}", "", f"![{title}]({file})", ""]
     if not table.empty:
-        cols = [
-            "trial",
-            "state",
-            "value",
-            "epochs",
-            *[c for c in table.columns if c.startswith("p:")],
-            "run_id",
-            "reason",
-        ]
-        shown = table[cols].copy()
-        shown["run_id"] = shown["run_id"].astype(str).str[:8]
-        shown.columns = [c.removeprefix("p:") for c in shown.columns]
-        lines += ["## Trials", "", frame_to_markdown(shown), ""]
+        lines += ["## Trials", "", _trials_markdown(spec, table), ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def write_plots(
+    spec: SweepSpec, study: optuna.Study, table: pd.DataFrame, out: Path
+) -> list[tuple[str, str]]:
+    """The report's plots that could be drawn, as (title, file name in `out`)."""
+    from optuna.visualization import matplotlib as ovm
+
+    plots: list[tuple[str, str]] = []
+    if _optuna_plot(ovm.plot_optimization_history, study, out / "history.png"):
+        plots.append(("Optimisation history", "history.png"))
+    if plot_objective_vs_lambda(table, spec, out / "objective_vs_lambda.png"):
+        plots.append(("Objective vs λ, coloured by schedule", "objective_vs_lambda.png"))
+    if _optuna_plot(ovm.plot_param_importances, study, out / "importance.png"):
+        plots.append(("Parameter importances (fANOVA)", "importance.png"))
+    if plot_learning_curves(spec, table, out / "curves.png"):
+        plots.append(("Learning curves of the top trials", "curves.png"))
+    return plots
+
+
+def _best_trial_lines(spec: SweepSpec, study: optuna.Study) -> list[str]:
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return ["## Best trial", "", "No trial has completed yet.", ""]
+    best = study.best_trial
+    return [
+        "## Best trial",
+        "",
+        f"Trial #{best.number}: **{best.value:.4g}** ({spec.statistic} {spec.metric}).",
+        "",
+        *[f"- `{k}` = {v}" for k, v in best.params.items()],
+        "",
+        "Reproduce: `adrlab run " + " ".join(spec.overrides_for(best.params)) + "`",
+        "",
+    ]
+
+
+def _trials_markdown(spec: SweepSpec, table: pd.DataFrame) -> str:
+    params = [c for c in table.columns if c.startswith("p:")]
+    shown = table[["trial", "state", "value", "epochs", *params, "run_id", "reason"]].copy()
+    shown["run_id"] = run_links(spec, shown["run_id"])
+    shown.columns = [c.removeprefix("p:") for c in shown.columns]
+    return frame_to_markdown(shown)

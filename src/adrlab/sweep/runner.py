@@ -13,80 +13,36 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from adrlab import tracking
+from adrlab import run_names, tracking
 from adrlab.config import compose
 from adrlab.sweep.spec import SweepSpec, load_spec
+from adrlab.sweep.storage import (
+    ATTR_FAIL_REASON,
+    ATTR_RETRY_OF,
+    ATTR_WORKER,
+    default_storage_url,
+    is_rdb,
+    open_storage,
+    shown_storage,
+)
 from adrlab.train import Pruned, train
 
 TAG_SWEEP = "adrlab.sweep"
-TAG_TRIAL = "adrlab.trial"
+TAG_TRIAL = tracking.TAG_TRIAL
 TAG_STORAGE = "adrlab.storage"
 TAG_SWEEP_PARENT = "adrlab.sweep_parent"
-ATTR_WORKER = "worker"
-ATTR_FAIL_REASON = "fail_reason"
-ATTR_RETRY_OF = "retry_of"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats and stale-trial retries are marked experimental; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-# --------------------------------------------------------------------------- storage
-
-
-def default_storage_url(spec: SweepSpec) -> str:
-    path = tracking.runs_dir() / "optuna" / f"{spec.name}.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path)
-
-
-def is_rdb(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
-def shown_storage(url: str, *, relative: bool = True) -> str:
-    """The storage as printed, tagged and written into reports: an RDB URL without its
-    password; a journal file as an absolute path, or (relative=True, for people) relative
-    to the working directory when it lies below it. Tags use the absolute form: it is the
-    study's identity wherever the command runs from."""
-    if is_rdb(url):
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(url).render_as_string(hide_password=True)
-        except Exception:  # not an SQLAlchemy URL; say nothing that could hold a secret
-            return url.split("://", 1)[0] + "://…"
-    path = Path(url).resolve()
-    if not relative:
-        return str(path)
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB URLs (postgresql://, mysql://) get heartbeats and a retry of stale trials;
-    anything else is a journal file, which is safe for many processes on one machine."""
-    if is_rdb(url):
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=int(os.environ.get("ADRLAB_HEARTBEAT_INTERVAL", "5")),
-            grace_period=int(os.environ.get("ADRLAB_HEARTBEAT_GRACE", "20")),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    path = url.removeprefix("file://")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(path))
+# --------------------------------------------------------------------------- study
 
 
 def create_or_load_study(spec: SweepSpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -289,6 +245,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     for i, seed in enumerate(spec.seeds):
         cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
         seed = int(cfg.seed)
+        shown = values if len(spec.seeds) == 1 else {**values, "seed": seed}
+        cfg.tracking.run_name = run_names.run_name(cfg, tags, shown)  # `t07 λ=0.031 cosine`
         on_epoch = pruning_callback(trial, spec, active=i == 0)  # the first seed drives pruning
         result = train(cfg, epoch_callback=on_epoch, parent_run_id=ctx.parent_run_id, extra_tags=tags)
         trial.set_user_attr(f"run_id_seed{seed}", result.run_id)
@@ -442,24 +400,7 @@ def run_sweep(
         f"storage {shown_storage(storage_url)}"
         + (f"; recovered killed trial(s) {recovered}" if recovered else "")
     )
-    context = mp.get_context("spawn")
-    procs = []
-    for i in range(n_workers):
-        gpu = gpus[i % len(gpus)] if gpus else None
-        args = (
-            str(spec.path),
-            list(cli_overrides or []),
-            spec.n_trials,
-            storage_url,
-            parent,
-            i,
-            n_workers,
-            gpu,
-            reuse,
-        )
-        proc = context.Process(target=worker_main, args=args, name=f"adrlab-sweep-{i}")
-        proc.start()
-        procs.append(proc)
+    procs = start_workers(spec, cli_overrides, storage_url, parent, n_workers, gpus, reuse)
     try:
         _wait_with_progress(procs, study, spec.n_trials)
     except KeyboardInterrupt:
@@ -481,6 +422,37 @@ def run_sweep(
         path = write_sweep_report(str(spec.path), storage=storage_url, cli_overrides=cli_overrides)
         _say(f"sweep {spec.name}: report {path}")
     return outcome
+
+
+def start_workers(
+    spec: SweepSpec,
+    cli_overrides: list[str] | None,
+    storage_url: str,
+    parent: str,
+    n_workers: int,
+    gpus: list[int | None],
+    reuse: bool,
+) -> list[Any]:
+    """N spawned worker processes sharing the study, GPUs dealt round-robin."""
+    context = mp.get_context("spawn")
+    procs = []
+    for i in range(n_workers):
+        gpu = gpus[i % len(gpus)] if gpus else None
+        args = (
+            str(spec.path),
+            list(cli_overrides or []),
+            spec.n_trials,
+            storage_url,
+            parent,
+            i,
+            n_workers,
+            gpu,
+            reuse,
+        )
+        proc = context.Process(target=worker_main, args=args, name=f"adrlab-sweep-{i}")
+        proc.start()
+        procs.append(proc)
+    return procs
 
 
 def _wait_with_progress(procs: list, study: optuna.Study, n_trials: int) -> None:
