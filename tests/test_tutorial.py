@@ -57,4 +57,4 @@ def test_tutorial_commands_reach_a_verdict(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     adr = next((tmp_path / "lion-idea" / "adr").glob("0001-*.md")).read_text()
     assert "<!-- adrlab:verdict:begin -->" in adr and "| PRIMARY |" in adr
-    assert (tmp_path / "lion-idea" / "reports" / "adr-0001" / "runs.csv").is_file()
+    assert (tmp_path / "lion-idea" / "reports" / "adr-0001" / "runs-smoke.csv").is_file()
