@@ -635,6 +635,8 @@ class _Validator:
         """Names the arms' `_target_` optimizers declare (adrlab_metric_names), read from their
         source through the ADR's config_dir/python_path; composed only when a criterion needs it."""
         if not hasattr(self, "_declared"):
+            if getattr(self, "workspace", None) is None:
+                return set()
             path, config_dirs, python_paths, experiments = self.workspace
             arms = [exp.arm_overrides(a) for exp in experiments.values() for a, arm in exp.arms.items()
                     if arm.sweep is None]  # fmt: skip
