@@ -21,7 +21,7 @@ LION = Path(__file__).resolve().parents[1] / "examples" / "lion"
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """--config-dir and ADR folders extend the environment and sys.path: undo that per test."""
-    monkeypatch.delenv("ADRLAB_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("ADRLAB_CONFIG_DIRS", "")  # restored (removed) after the test
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setattr(sys, "path", list(sys.path))
 

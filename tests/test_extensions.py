@@ -26,7 +26,7 @@ SMALL = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.head_
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """--config-dir and ADR folders extend the environment and sys.path: undo that per test."""
-    monkeypatch.delenv("ADRLAB_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("ADRLAB_CONFIG_DIRS", "")  # restored (removed) after the test
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setattr(sys, "path", list(sys.path))
 

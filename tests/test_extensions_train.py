@@ -24,7 +24,7 @@ class HeavyBall(torch.optim.SGD):
 
 @pytest.fixture
 def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("ADRLAB_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("ADRLAB_CONFIG_DIRS", "")  # restored (removed) after the test
     monkeypatch.setattr(sys, "path", list(sys.path))
     name = f"heavy_{tmp_path.name.replace('-', '_')}"
     (tmp_path / f"{name}.py").write_text(MODULE)

@@ -21,7 +21,7 @@ SGD_DIR = "optimizer"
 
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ADRLAB_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("ADRLAB_CONFIG_DIRS", "")  # restored (removed) after the test
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setattr(sys, "path", list(sys.path))
 

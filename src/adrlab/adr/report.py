@@ -25,7 +25,7 @@ from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.history import append_history, history_markdown, verdict_diff
 from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
-from adrlab.adr.workspace import activate
+from adrlab.adr.workspace import adr_config_dirs
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
 from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import markdown_table
@@ -58,7 +58,7 @@ def adr_report_dir(adr: Adr) -> Path:
 
 def data_description(adr: Adr, scale: str) -> str:
     exp = experiment_at(adr, scale)
-    cfg = compose(list(exp.overrides))
+    cfg = compose(list(exp.overrides), config_dirs=adr_config_dirs(adr))
     text = (
         f"{cfg.data.name} data, {cfg.model.name} model ({cfg.model.d_model}d × {cfg.model.n_layers} layers), "
     )
@@ -459,7 +459,7 @@ def vocab_size(adr: Adr, scale: str, evidence: pd.DataFrame) -> float | None:
     """The uniform PPL for the learning guard: the logged param, else the ADR's config."""
     if not _series(evidence, "param", "data.vocab_size").empty:
         return None  # the evidence carries it
-    cfg = compose(list(experiment_at(adr, scale).overrides))
+    cfg = compose(list(experiment_at(adr, scale).overrides), config_dirs=adr_config_dirs(adr))
     return float(cfg.data.vocab_size) if cfg.data.get("vocab_size") else None
 
 
@@ -510,7 +510,6 @@ def section_context(adr: Adr, item: ScaleEvidence) -> dict[str, object]:
 
 def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) -> AdrOutcome:
     adr = parse_adr(path)
-    activate(adr)  # its config folders, for composing; report never imports a `_target_`
 
     def outcome(verdict, source: str, write: str, message: str, date: str = "") -> AdrOutcome:
         return AdrOutcome(
