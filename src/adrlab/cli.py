@@ -37,6 +37,48 @@ def compose_or_exit(overrides: list[str]):
         raise SystemExit(fail(str(exc))) from None
 
 
+def check_targets_or_exit(cfg) -> None:
+    """Import and check a config's `_target_` optimizer/regularizer/schedules before any training:
+    a module that does not import, a class that is not an optimizer or an unknown hyperparameter
+    stops here with exit code 2 (lint and report never get here: they do not import targets)."""
+    from adrlab.config import ConfigError
+    from adrlab.extensions import check_targets
+
+    try:
+        check_targets(cfg)
+    except ConfigError as exc:
+        raise SystemExit(fail(str(exc))) from None
+
+
+def add_config_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        "-cd",
+        dest="config_dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a config folder of your own (DIR/optimizer/NAME.yaml, ...) added to Hydra's search path; "
+        "repeatable",
+    )
+
+
+def apply_config_dirs(args: argparse.Namespace) -> None:
+    """--config-dir DIR: every compose in this process and in the workers it starts (they inherit
+    the environment) searches DIR after conf/."""
+    import os
+
+    from adrlab.config import CONFIG_DIRS_ENV
+
+    dirs = [os.path.abspath(d) for d in getattr(args, "config_dir", None) or []]
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise SystemExit(fail(f"--config-dir {d}: no such folder"))
+    if dirs:
+        old = [p for p in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if p]
+        os.environ[CONFIG_DIRS_ENV] = os.pathsep.join([*dirs, *old])
+
+
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -61,13 +103,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cfg or args.print_config:
         return print_config(args.overrides, args.cfg or "job", resolve=args.resolve or args.print_config)
     cfg = compose_or_exit(args.overrides)
+    check_targets_or_exit(cfg)
     say_root()
+    from adrlab.config import ConfigError
     from adrlab.data import DataError
     from adrlab.train import train
 
     try:
         result = train(cfg)
-    except DataError as exc:
+    except (DataError, ConfigError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         print("adrlab: interrupted; resume with the same overrides plus resume=true", file=sys.stderr)
@@ -161,11 +205,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from adrlab.config import ConfigError, check_groups_given_once
+    from adrlab.sweep.spec import SpecError, load_spec
 
     try:
         check_groups_given_once(args.overrides)
-    except ConfigError as exc:
+        base = load_spec(args.spec, args.overrides).overrides
+    except (ConfigError, SpecError) as exc:
         return fail(str(exc))
+    check_targets_or_exit(compose_or_exit(base))  # a `_target_` that cannot train stops here
     say_root()
     return run_study(args, args.spec, args.overrides, n_trials=args.n_trials)
 
@@ -294,6 +341,34 @@ def cmd_adr_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adr_new(args: argparse.Namespace) -> int:
+    """adrlab adr new "title": ROOT/adr/NNNN-slug.md; --config-dir/--python-path are recorded in
+    its front matter relative to ROOT, so lint and report find them in any clone."""
+    from pathlib import Path
+
+    from adrlab.adr.document import AdrError
+    from adrlab.adr.scaffold import new_adr
+    from adrlab.config import project_root
+
+    root = Path(args.root).resolve() if args.root else project_root()
+    extra: dict[str, object] = {}
+    for key, given in (("config_dir", args.config_dir), ("python_path", args.python_path)):
+        relative = []
+        for item in given or []:
+            try:
+                relative.append(str(Path(item).resolve().relative_to(root)))
+            except ValueError:
+                return fail(f"--{key.replace('_', '-')} {item} is not inside the project {root}")
+        if relative:
+            extra[key] = relative[0] if len(relative) == 1 else relative
+    try:
+        path = new_adr(args.title, root / "adr", arm=args.arm, control=args.control, extra=extra)
+    except AdrError as exc:
+        return fail(str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from adrlab.bench import run_bench
 
@@ -345,6 +420,7 @@ def add_run_parser(sub) -> None:
         "workers: reports/sweeps/multirun-KEYS-HASH/",
     )
     add_study_options(run, "with -m: ")
+    add_config_dir_option(run)
     run.set_defaults(func=cmd_run)
 
 
@@ -378,6 +454,7 @@ def add_sweep_parser(sub) -> None:
     sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to the spec's base overrides")
     sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
     add_study_options(sweep)
+    add_config_dir_option(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
 
@@ -418,6 +495,7 @@ def add_report_parser(sub) -> None:
         metavar="GIT_REF",
         help="print a markdown summary of verdict changes since GIT_REF",
     )
+    add_config_dir_option(report)
     report.set_defaults(func=cmd_report)
 
 
@@ -438,6 +516,31 @@ def add_adr_parser(sub) -> None:
     run_p.add_argument("--workers", type=int, default=None)
     run_p.add_argument("--scale", default="smoke")
     run_p.set_defaults(func=cmd_adr_run)
+    add_adr_new_parser(adr_sub)
+    for sub_parser in adr_sub.choices.values():
+        add_config_dir_option(sub_parser)
+
+
+def add_adr_new_parser(adr_sub) -> None:
+    from adrlab.adr.scaffold import DEFAULT_ARM, DEFAULT_CONTROL
+
+    new = adr_sub.add_parser("new", help="write adr/NNNN-slug.md: front matter, arms, an example criterion")
+    new.add_argument("title", help="what the decision is about, e.g. 'Lion vs AdamW'")
+    new.add_argument(
+        "--root", default=None, help="the project folder to write ROOT/adr/ in (default: adrlab's)"
+    )
+    new.add_argument(
+        "--arm", default=DEFAULT_ARM, help=f"the candidate arm's overrides (default {DEFAULT_ARM!r})"
+    )
+    new.add_argument(
+        "--control",
+        default=DEFAULT_CONTROL,
+        help=f"the control arm's overrides (default {DEFAULT_CONTROL!r})",
+    )
+    new.add_argument(
+        "--python-path", action="append", default=None, metavar="DIR", help="where its _target_ modules live"
+    )
+    new.set_defaults(func=cmd_adr_new)
 
 
 def add_bench_parser(sub) -> None:
@@ -501,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    apply_config_dirs(args)
     return int(args.func(args) or 0)
 
 

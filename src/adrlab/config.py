@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
-
-class ConfigError(ValueError):
-    """A config that composes but cannot run; the message says what is valid."""
+from adrlab import extensions
+from adrlab.errors import ConfigError
 
 
 def _check(condition: bool, message: str) -> None:
@@ -636,8 +635,31 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
 
 
-def compose(overrides: list[str] | None = None) -> DictConfig:
-    """Compose conf/config.yaml with Hydra's Compose API, then validate it.
+CONFIG_DIRS_ENV = "ADRLAB_CONFIG_DIRS"
+
+
+def extra_config_dirs(config_dirs: list[str] | None = None) -> list[Path]:
+    """A researcher's own config folders (`--config-dir`), then $ADRLAB_CONFIG_DIRS (os.pathsep
+    separated; how sweep workers inherit them). They add options to the groups of conf/."""
+    raw = [*(config_dirs or []), *filter(None, os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep))]
+    out: list[Path] = []
+    for item in raw:
+        path = Path(item).expanduser().resolve()
+        _check(path.is_dir(), f"--config-dir {item}: no such folder")
+        if path not in out:
+            out.append(path)
+    return out
+
+
+def searchpath_override(config_dirs: list[str] | None = None) -> list[str]:
+    """Hydra's `hydra.searchpath` override for the extra config folders (none: no override)."""
+    dirs = extra_config_dirs(config_dirs)
+    return [f"hydra.searchpath=[{','.join(repr(f'file://{d}') for d in dirs)}]"] if dirs else []
+
+
+def compose(overrides: list[str] | None = None, config_dirs: list[str] | None = None) -> DictConfig:
+    """Compose conf/config.yaml (plus the extra config folders) with Hydra's Compose API, then
+    validate it. A `_target_` option without a `name` is named after the option chosen.
 
     Raises ConfigError (or a Hydra/OmegaConf error, which the CLI turns into exit code 2).
     """
@@ -649,7 +671,17 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=normalize_overrides(list(overrides or [])))
+        cfg = hydra_compose(
+            config_name="config",
+            overrides=[*searchpath_override(config_dirs), *normalize_overrides(list(overrides or []))],
+            return_hydra_config=True,
+        )
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        for group in extensions.TARGET_GROUPS:
+            if extensions.is_target(cfg[group]) and "name" not in cfg[group]:
+                cfg[group]["name"] = str(choices.get(group) or cfg[group][extensions.TARGET])
     validate(cfg)
     return cfg
 
@@ -657,6 +689,13 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 def validate(cfg: DictConfig) -> None:
     """Range checks (dataclass __post_init__) and the optimizer × regularizer × schedule table."""
     for group, options in GROUP_SCHEMAS.items():
+        if group in extensions.TARGET_GROUPS and extensions.is_target(
+            cfg[group]
+        ):  # a researcher's own: checked without importing it
+            extensions.validate_node(group, cfg[group])
+            if group == "regularizer":
+                _one_of("regularizer", "scope", cfg.regularizer.get("scope", "all"), DECAY_SCOPES)
+            continue
         name = cfg[group].get("name")
         _check(
             name in options,
@@ -668,7 +707,7 @@ def validate(cfg: DictConfig) -> None:
 
 def check_compatibility(cfg: DictConfig) -> None:
     opt, reg = cfg.optimizer.name, cfg.regularizer.name
-    if reg == "sqrt_v":
+    if reg == "sqrt_v" and not extensions.is_target(cfg.optimizer):  # a target: checked at build
         _check(
             opt in OPTIMIZERS_WITH_V,
             f"regularizer=sqrt_v penalises λ·√v̂, but optimizer={opt} keeps no second moment v̂; "
@@ -716,6 +755,9 @@ def config_hash(cfg: DictConfig) -> str:
         group, name = key.split(".")
         if container.get(group, {}).get(name, default) == default:
             container.get(group, {}).pop(name, None)
+    sources = extensions.target_digests(cfg)
+    if sources:  # an edited optimizer/regularizer/schedule module is a different run
+        container["_target_sources"] = sources
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -746,7 +788,8 @@ def describe_config_error(exc: BaseException) -> str:
         if marker in text:
             missing = text.split(marker, 1)[1].split("'", 1)[0]
             group, _, option = missing.rpartition("/")
-            options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")) if group else []
+            folders = [conf_dir(), *extra_config_dirs()]  # --config-dir options are valid too
+            options = sorted({p.stem for d in folders for p in (d / group).glob("*.yaml")}) if group else []
             if options:
                 return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
         return text.split("\nConfig search path")[0].strip()
@@ -765,14 +808,14 @@ def describe_config_error(exc: BaseException) -> str:
     return str(exc).split("\n")[0]
 
 
-def compose_explained(overrides: list[str]) -> DictConfig:
+def compose_explained(overrides: list[str], config_dirs: list[str] | None = None) -> DictConfig:
     """compose(), every Hydra/OmegaConf failure raised as a ConfigError that says what was
     wrong and what is valid (for the CLI and for `adrlab adr lint`)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return compose(overrides)
+        return compose(overrides, config_dirs)
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
@@ -789,7 +832,9 @@ def group_choices(overrides: list[str]) -> dict[str, str | None]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = hydra_compose(
-            config_name="config", overrides=normalize_overrides(list(overrides)), return_hydra_config=True
+            config_name="config",
+            overrides=[*searchpath_override(), *normalize_overrides(list(overrides))],
+            return_hydra_config=True,
         )
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     assert isinstance(choices, dict)

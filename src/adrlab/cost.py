@@ -41,8 +41,9 @@ def cost_params(model: torch.nn.Module, cfg: Any) -> dict[str, float]:
     """derived.* cost params logged once with every run (zero NS FLOPs for AdamW)."""
     tokens = int(cfg.trainer.batch_size) * int(cfg.data.seq_len)
     model_flops = float(model.flops_per_token(int(cfg.data.seq_len))) * tokens  # type: ignore[operator]
-    structured = cfg.optimizer.name != "adamw"
-    ns = ns_flops_per_step(model, int(cfg.optimizer.ns_steps)) if structured else 0.0
+    # Only the built-in Muon family runs Newton–Schulz; a `_target_` optimizer's own work is not known.
+    ns_steps = cfg.optimizer.get("ns_steps") if "_target_" not in cfg.optimizer else None
+    ns = ns_flops_per_step(model, int(ns_steps)) if ns_steps is not None else 0.0
     return {
         "model_flops_per_step": model_flops,
         "ns_flops_per_step": ns,

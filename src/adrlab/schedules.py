@@ -14,6 +14,7 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from adrlab.config import ConfigError
+from adrlab.extensions import is_target, resolve_callable
 from adrlab.optim.routing import DecaySpec
 
 Multiplier = Callable[[int], float]
@@ -114,10 +115,27 @@ def ema_lambda(cfg: DictConfig, base_lr: float, decay: DecaySpec) -> float:
     )
 
 
+def target_multiplier(group: str, cfg: DictConfig, total_steps: int) -> Multiplier:
+    """A researcher's schedule (adrlab.extensions): f(step, total_steps, **params) -> multiplier."""
+    fn, params = resolve_callable(group, cfg, skip=2)
+    target = cfg[group]["_target_"]
+    try:
+        first = float(fn(0, total_steps, **params))
+    except Exception as exc:
+        raise ConfigError(f"{group}._target_={target} failed at step 0: {type(exc).__name__}: {exc}") from exc
+    if not math.isfinite(first) or first < 0:
+        raise ConfigError(
+            f"{group}._target_={target} returned {first} at step 0; a multiplier is a number >= 0"
+        )
+    return lambda step: fn(step, total_steps, **params)
+
+
 def build_lr_multiplier(cfg: DictConfig, *, total_steps: int, base_lr: float, decay: DecaySpec) -> Multiplier:
     sched = cfg.lr_schedule
     name = sched.name
-    if name == "constant":
+    if is_target(sched):
+        fn = target_multiplier("lr_schedule", cfg, total_steps)
+    elif name == "constant":
         fn = constant_lr()
     elif name == "cosine":
         fn = cosine_lr(total_steps, float(sched.min_ratio))
@@ -168,6 +186,8 @@ def dynamic_wd(transition: int, decay_factor: float, min_ratio: float, progress_
 def build_wd_multiplier(cfg: DictConfig, *, total_steps: int, lr_fn: Multiplier) -> Multiplier:
     sched = cfg.wd_schedule
     name = sched.name
+    if is_target(sched):
+        return target_multiplier("wd_schedule", cfg, total_steps)
     if name == "constant":
         return lambda step: 1.0
     if name == "follow_lr":

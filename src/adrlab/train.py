@@ -41,15 +41,15 @@ from adrlab.lm import (
     lm_loss,
     matrix_rms,
 )
+from adrlab.loop_metrics import UpdateMeter, loop_metrics, needs_snapshot
 from adrlab.model import Transformer
 from adrlab.optim import (
     DecaySpec,
-    build_optimizer,
     derived_params,
-    group_hyperparams,
     resolve_decay,
     set_step_hyperparams,
 )
+from adrlab.optim.external import WrappedOptimizer, build_run_optimizer
 from adrlab.provenance import TAG_CODE_HASH, training_code_hash
 from adrlab.runstore import (
     checkpoint_path,
@@ -111,7 +111,8 @@ class TrainingSetup:
     device: torch.device
     data: TokenData
     model: Transformer
-    optimizer: Optimizer
+    optimizer: Optimizer | WrappedOptimizer
+    update_meter: UpdateMeter
     schedule: Schedule
     decay: DecaySpec
     derived: dict[str, Any]  # logged once as derived.* params and shown in the summary
@@ -300,7 +301,7 @@ def build(plan: RunPlan) -> TrainingSetup:
 
     model = Transformer(cfg.model, vocab_size=data.vocab_size).to(device)
     decay = resolve_decay(cfg, full_epoch_steps)  # timescale λ uses the real split, not the cap
-    optimizer = build_optimizer(model, cfg, decay)
+    optimizer = build_run_optimizer(model, cfg, decay)  # built-in, or a `_target_` wrapped
     schedule = build_schedule(cfg, total_steps=total_steps, base_lr=float(cfg.optimizer.lr), decay=decay)
     derived = derived_params(cfg, decay, steps_per_epoch)
     derived["entropy_floor_ppl"] = data.entropy_floor_ppl if data.entropy_floor_ppl is not None else "n/a"
@@ -315,6 +316,7 @@ def build(plan: RunPlan) -> TrainingSetup:
         data=data,
         model=model,
         optimizer=optimizer,
+        update_meter=UpdateMeter(model),
         schedule=schedule,
         decay=decay,
         derived=derived,
@@ -494,6 +496,8 @@ def train_step(
     else:
         gnorm = grad_norm(model) if measure else math.nan
     optimizer.collect_stats = measure
+    if measure and needs_snapshot(optimizer):
+        setup.update_meter.snapshot()  # update RMS of any optimizer, measured from the parameters
     with setup.cost.optimizer_step():
         optimizer.step()
     return loss.detach(), gnorm
@@ -501,15 +505,14 @@ def train_step(
 
 def log_step(setup: TrainingSetup, state: RunState, loss: float, gnorm: float, tokens_per_s: float) -> None:
     """The per-step metrics at `state.global_step` (see docs/INTERFACES.md)."""
-    hyper = group_hyperparams(setup.optimizer)
+    measured = loop_metrics(setup.optimizer, setup.update_meter)  # lr, wd, stats, update RMS
     point = {
         "train_loss": loss,
         "grad_norm": gnorm,
         "weight_rms": matrix_rms(setup.model),
         "tokens_per_s": tokens_per_s,
-        "decay": applied_decay(setup.decay.mode, hyper),
-        **hyper,
-        **getattr(setup.optimizer, "last_stats", {}),
+        "decay": applied_decay(setup.decay.mode, measured),
+        **measured,
     }
     state.logger.metrics(point, state.global_step)
 

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from adrlab.adr.document import Adr, Arm, Experiment
+from adrlab.adr.document import Adr, AdrError, Arm, Experiment
+from adrlab.adr.workspace import adr_config_dirs
 from adrlab.config import ConfigError, check_groups_given_once, compose_explained
 
 ERROR = "error"
@@ -29,21 +30,25 @@ _TITLE_NUMBER_RE = re.compile(r"""^title:\s*["']?[^\n]*?\bADR-(\d+)""")
 def arm_checks(adr: Adr) -> list[Finding]:
     """Compose every override arm at every scale; load every sweep arm's spec with its overrides."""
     findings: list[Finding] = []
+    try:
+        dirs = adr_config_dirs(adr)  # the ADR's own config_dir, relative to its project
+    except AdrError as exc:
+        return [(str(adr.path), None, ERROR, exc.message)]
     for scale, exp in adr.experiments.items():
         for arm in exp.arms.values():
-            problem = _sweep_arm_problem(adr, arm) if arm.sweep else _arm_problem(exp, arm)
+            problem = _sweep_arm_problem(adr, arm) if arm.sweep else _arm_problem(exp, arm, dirs)
             if problem:
                 where = f"experiments.{scale}.arms.{arm.name}"
                 findings.append((str(adr.path), arm.line or exp.line or None, ERROR, f"{where}: {problem}"))
     return findings
 
 
-def _arm_problem(exp: Experiment, arm: Arm) -> str | None:
+def _arm_problem(exp: Experiment, arm: Arm, config_dirs: list[str]) -> str | None:
     overrides = exp.arm_overrides(arm.name)
     seed = [f"seed={exp.seeds[0]}"] if exp.seeds else []
     try:
         check_groups_given_once(overrides)
-        compose_explained([*overrides, *seed, f"arm={arm.name}"])
+        compose_explained([*overrides, *seed, f"arm={arm.name}"], config_dirs)
     except ConfigError as exc:
         return f"does not compose: {exc}"
     return None

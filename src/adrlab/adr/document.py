@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from adrlab.adr.declared import declared_metrics
 from adrlab.adr.metrics import LOGGED_METRICS, SIGNED_STATISTICS
 
 STATUSES: tuple[str, ...] = ("Proposed", "Accepted", "Rejected", "Superseded", "Deprecated")
@@ -65,6 +66,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "auto_status",
     "experiments",
     "criteria",
+    "config_dir",
+    "python_path",
 )
 EXPERIMENT_KEYS: tuple[str, ...] = ("seeds", "overrides", "arms")
 SWEEP_ARM_KEYS: tuple[str, ...] = ("sweep", "overrides", "control")
@@ -195,6 +198,10 @@ class Adr:
     front_matter_lines: tuple[int, int]  # (first, last) 1-based file lines of the YAML text
     body: str
     body_line: int  # 1-based file line where the body starts
+    # A researcher's own config folders and module folders the arms need, relative to the
+    # project that holds adr/ (front matter `config_dir`, `python_path`: a string or a list).
+    config_dirs: tuple[str, ...] = ()
+    python_paths: tuple[str, ...] = ()
 
     @property
     def number(self) -> str | None:
@@ -438,6 +445,7 @@ class _Validator:
             auto_status = bool(data["auto_status"])
         experiments = self.experiments(data)
         arms = {name for exp in experiments.values() for name in exp.arms}
+        self.workspace = (path, self.paths(data, "config_dir"), self.paths(data, "python_path"), experiments)
         criteria = self.criteria(data, arms)
         body_line = span.closing_line + 1
         return Adr(
@@ -452,7 +460,24 @@ class _Validator:
             front_matter_lines=(span.first_line, span.closing_line - 1),
             body=text[span.body_start :],
             body_line=body_line,
+            config_dirs=self.paths(data, "config_dir"),
+            python_paths=self.paths(data, "python_path"),
         )
+
+    def paths(self, data: CommentedMap, key: str) -> tuple[str, ...]:
+        """`config_dir` / `python_path`: one relative folder or a list of them."""
+        if key not in data or data[key] is None:
+            return ()
+        if isinstance(data[key], str) and data[key].strip():
+            values: tuple[str, ...] = (str(data[key]),)
+        else:
+            values = self.string_list(data, key, "")
+        for value in values:
+            if Path(value).is_absolute() or ".." in Path(value).parts:
+                self.fail(
+                    self.value_line(data, key), key, f"{value!r} must be relative to the project, inside it"
+                )
+        return values
 
     def human_keys(self, data: CommentedMap) -> None:
         if "date" in data and data["date"] is not None:
@@ -609,11 +634,24 @@ class _Validator:
     def metric(self, c: CommentedMap, where: str) -> str:
         """A metric adrlab logs: a misspelled one would silently turn the criterion into NO DATA."""
         metric = str(self.string(c, "metric", where))
-        if metric not in LOGGED_METRICS:
+        if metric not in LOGGED_METRICS and metric not in self.declared_metrics():
             valid = ", ".join(LOGGED_METRICS)
             line = self.value_line(c, "metric")
             self.fail(line, f"{where}.metric", f"adrlab never logs {metric!r}; valid: {valid}")
         return metric
+
+    def declared_metrics(self) -> set[str]:
+        """Names the arms' `_target_` optimizers declare (adrlab_metric_names), read from their
+        source through the ADR's config_dir/python_path; composed only when a criterion needs it."""
+        if not hasattr(self, "_declared"):
+            if getattr(self, "workspace", None) is None:
+                return set()
+            path, config_dirs, python_paths, experiments = self.workspace
+            arms = [exp.arm_overrides(a) for exp in experiments.values() for a, arm in exp.arms.items()
+                    if arm.sweep is None]  # fmt: skip
+            project = Path(path).resolve().parent.parent
+            self._declared = declared_metrics(project, config_dirs, python_paths, arms)
+        return self._declared
 
     def consistent(
         self, c: CommentedMap, where: str, stat: Statistic, relation: str | None, mode: str

@@ -27,6 +27,7 @@ from adrlab.adr.document import Adr, AdrError, parse_adr
 from adrlab.adr.history import append_history, history_markdown, verdict_diff
 from adrlab.adr.runs import all_adr_paths, arm_run_overrides, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
+from adrlab.adr.workspace import adr_config_dirs
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
 from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import markdown_table
@@ -64,7 +65,9 @@ def data_description(adr: Adr, scale: str) -> str:
     exp = experiment_at(adr, scale)
     arms_by_setup: dict[str, list[str]] = {}
     for arm, override_lists in arm_run_overrides(adr, scale).items():
-        arms_by_setup.setdefault(setup_description(compose(override_lists[0])), []).append(arm)
+        arms_by_setup.setdefault(
+            setup_description(compose(override_lists[0], config_dirs=adr_config_dirs(adr))), []
+        ).append(arm)
     if len(arms_by_setup) == 1:
         text = next(iter(arms_by_setup))
     else:
@@ -473,7 +476,7 @@ def vocab_size(adr: Adr, scale: str, evidence: pd.DataFrame) -> float | None:
     """The uniform PPL for the learning guard: the logged param, else the ADR's config."""
     if not _series(evidence, "param", "data.vocab_size").empty:
         return None  # the evidence carries it
-    cfg = compose(list(experiment_at(adr, scale).overrides))
+    cfg = compose(list(experiment_at(adr, scale).overrides), config_dirs=adr_config_dirs(adr))
     return float(cfg.data.vocab_size) if cfg.data.get("vocab_size") else None
 
 

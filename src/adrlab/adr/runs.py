@@ -12,8 +12,9 @@ import yaml
 from adrlab import tracking
 from adrlab.adr.costs import COST_PARAMS
 from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
-from adrlab.adr.metrics import EPOCH_METRICS, STEP_METRICS
+from adrlab.adr.metrics import EPOCH_METRICS
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
+from adrlab.adr.workspace import activate
 from adrlab.config import compose, project_root
 
 TAG_ADR = tracking.TAG_ADR
@@ -177,6 +178,7 @@ def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) 
     from adrlab.sweep.runner import run_sweep
 
     adr = parse_adr(find_adr(ref))
+    activate(adr)  # its own config and module folders, for this process and the workers
     exp = experiment_at(adr, scale)
     cfg = compose(list(exp.overrides))
     uri = tracking.tracking_uri(cfg)
@@ -222,7 +224,11 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     wanted_params = set(PARAMS) | {
         str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
     }
-    step_metrics = set(REPORT_STEP_METRICS) | {c.metric for c in adr.criteria if c.metric in STEP_METRICS}
+    # A criterion's metric is adrlab's own or one an arm's `_target_` optimizer declares (the
+    # parser accepted nothing else): every one that is not per epoch is per step.
+    step_metrics = set(REPORT_STEP_METRICS) | {
+        c.metric for c in adr.criteria if c.metric not in EPOCH_METRICS
+    }
     # One bulk read for every run (not one call per run and metric): see tracking.metric_histories.
     histories = tracking.metric_histories(uri, runs["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
     by_run = {run_id: frame for run_id, frame in histories.groupby("run_id", sort=False)}

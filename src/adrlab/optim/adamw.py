@@ -177,6 +177,13 @@ class RoutedOptimizer(Optimizer):
                 decay_mode=group["decay_mode"],
             )
 
+    def adrlab_sqrt_v(self, param: Tensor) -> Tensor:
+        """√v̂ of a parameter after its last step (bias-corrected): lets adrlab apply
+        regularizer=sqrt_v from outside (adrlab.optim.external), e.g. to the AdamW rest."""
+        state = self.state[param]
+        beta2 = next(g["betas"][1] for g in self.param_groups if any(p is param for p in g["params"]))
+        return state["exp_avg_sq"].sqrt() / math.sqrt(1.0 - beta2 ** state["step"])
+
     def _structured_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         raise ValueError(f"{type(self).__name__} has no structured update; set structured=False")
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from adrlab.config import ConfigError
+from adrlab.extensions import is_target
 from adrlab.optim.adamw import AdamW, RoutedOptimizer
 from adrlab.optim.muon import AdaRMSuon, Muon, RMSuon
 
@@ -38,8 +39,8 @@ ADAMW_ROLES = ("adamw", "adamw_nodecay")
 class DecaySpec:
     """The penalty a run applies, in the units the optimizer uses.
 
-    mode: "none" | "l2" | "decoupled" | "per_step" | "sqrt_v"
-    lam:  λ_max (timescale: the derived λ* = 1 − ε^(1/S))
+    mode: "none" | "l2" | "decoupled" | "per_step" | "sqrt_v" | "custom" (a `_target_` regularizer)
+    lam:  λ_max (timescale: the derived λ* = 1 − ε^(1/S); custom: 1, scaled by the wd schedule)
     scope: "all" | "no_1d" | "matrices"
     """
 
@@ -62,6 +63,8 @@ def resolve_decay(cfg: DictConfig, steps_per_epoch: int) -> DecaySpec:
     reg = cfg.regularizer
     name = reg.name
     scope = str(reg.get("scope", "all"))
+    if is_target(reg):  # a researcher's own penalty; λ_t is the wd_schedule multiplier
+        return DecaySpec("custom", 1.0, scope)
     if name == "none":
         return DecaySpec("none", 0.0, scope)
     if name in ("l2", "decoupled", "sqrt_v"):
