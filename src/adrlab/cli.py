@@ -68,16 +68,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
+    from adrlab import signals
     from adrlab.data import DataError
     from adrlab.train import train
 
     try:
-        result = train(cfg)
+        with signals.raised_as_exceptions():  # SIGTERM too: the run ends KILLED, not RUNNING
+            result = train(cfg)
     except DataError as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("adrlab: interrupted; resume with the same overrides plus resume=true", file=sys.stderr)
-        return 130
+        return signals.exit_code(exc)
     print(
         f"run {result.run_id}: {result.state}"
         + (f" ({result.failure_reason})" if result.failure_reason else "")
@@ -93,6 +95,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from adrlab import tracking
 
     uri = tracking.tracking_uri(None)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server already serves the UI; starting another on its URI would fail.
+        print(f"adrlab: MLFLOW_TRACKING_URI is a tracking server; its UI is at {uri}")
+        return 0
     cmd = [
         sys.executable,
         "-m",
@@ -112,7 +118,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def default_storage(args: argparse.Namespace) -> str | None:
+    """--storage, else $ADRLAB_STORAGE (one setting for every command of a multi-node job)."""
+    import os
+
+    return getattr(args, "storage", None) or os.environ.get("ADRLAB_STORAGE") or None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from adrlab import signals
     from adrlab.sweep.runner import run_sweep, shown_storage
     from adrlab.sweep.spec import SpecError
 
@@ -121,23 +135,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             args.spec,
             workers=args.workers,
             n_trials=args.n_trials,
-            storage=args.storage,
+            storage=default_storage(args),
             cli_overrides=args.overrides,
             reuse=not args.no_reuse,
             write_report=not args.no_report,
+            create_only=getattr(args, "create_only", False),
         )
     except SpecError as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("adrlab: sweep interrupted; run the same command again to resume the study", file=sys.stderr)
-        return 130
+        return signals.exit_code(exc)
+    return sweep_summary(outcome, shown_storage(outcome.storage_url), getattr(args, "create_only", False))
+
+
+def sweep_summary(outcome, storage: str, create_only: bool) -> int:
+    """Say where the study stands and exit 0 when this node did its part: the study is
+    complete, or the trials left run on other nodes (the last of them finishes the study)."""
+    name, budget = outcome.spec.name, outcome.spec.n_trials
     bad = [c for c in outcome.exit_codes if c != 0]
+    if create_only:
+        print(f"sweep {name}: study ready ({outcome.counted}/{budget} counted; storage {storage})")
+        return 0
+    state = (
+        "complete"
+        if outcome.complete
+        else f"done here; {outcome.running_elsewhere} trial(s) still running on other workers"
+        if outcome.running_elsewhere
+        else "incomplete; run the same command again to resume"
+    )
     print(
-        f"sweep {outcome.spec.name}: {outcome.counted}/{outcome.spec.n_trials} trials counted "
-        f"(storage {shown_storage(outcome.storage_url)}, MLflow parent run {outcome.parent_run_id})"
+        f"sweep {name}: {outcome.counted}/{budget} trials counted, {state} "
+        f"(storage {storage}, MLflow parent run {outcome.parent_run_id})"
         + (f"; {len(bad)} worker(s) exited with errors {bad}" if bad else "")
     )
-    return 0 if outcome.counted >= outcome.spec.n_trials and not bad else 1
+    print(f"report: {outcome.report_command}")
+    return 0 if (outcome.complete or outcome.running_elsewhere) and not bad else 1
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -158,18 +191,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.sweep:
+    if args.sweep or getattr(args, "study", None):
         from adrlab.sweep.report import write_sweep_report
         from adrlab.sweep.spec import SpecError
 
+        overrides = list(getattr(args, "overrides", None) or [])
         try:
-            path = write_sweep_report(args.sweep, storage=args.storage)
+            path = write_sweep_report(
+                args.sweep, storage=default_storage(args), cli_overrides=overrides, study_name=args.study
+            )
         except SpecError as exc:
             return fail(str(exc))
         except KeyError as exc:
-            return fail(
-                f"no study {args.sweep!r} in the storage yet; run `adrlab sweep {args.sweep}` first ({exc})"
-            )
+            return fail(f"{exc.args[0]}; run `adrlab sweep {args.sweep or args.study}` first")
         print(f"wrote {path}")
         return 0
     from adrlab.adr.document import AdrError
@@ -211,9 +245,14 @@ def cmd_adr(args: argparse.Namespace) -> int:
             print(f"ADR-{adr.number}  {adr.status:<11} {verdicts:<50} {adr.title}")
         return 0
     try:
-        ran = run_experiments(args.id, scale=args.scale, workers=args.workers)
+        ran = run_experiments(args.id, scale=args.scale, workers=args.workers, storage=default_storage(args))
     except AdrError as exc:
         return fail(str(exc))
+    except KeyboardInterrupt as exc:
+        from adrlab import signals
+
+        print(f"adrlab: interrupted; run `adrlab adr run {args.id}` again to resume", file=sys.stderr)
+        return signals.exit_code(exc)
     print(
         f"ADR {args.id}: trained {len(ran['jobs'])} run(s); sweeps {ran['sweeps'] or 'none'}; "
         f"now `adrlab report --adr {args.id}`"
@@ -269,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain even when a finished run with the same config and seed exists",
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write reports/sweeps/NAME at the end")
+    sweep.add_argument(
+        "--create-only",
+        action="store_true",
+        help="create the storage schema, the study and its MLflow parent run, then exit "
+        "(a multi-node job's first step; nodes may also start together without it)",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study storage (127.0.0.1)")
@@ -292,7 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--scale", default="smoke", help="which experiments' runs to judge (default smoke)")
     report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
-    report.add_argument("--storage", default=None, help="the study's storage, if not the default")
+    report.add_argument(
+        "--storage", default=None, help="the study's storage, if not the default ($ADRLAB_STORAGE)"
+    )
+    report.add_argument(
+        "--study", default=None, help="a sweep's full study name as `adrlab sweep` printed it (NAME-hash)"
+    )
+    report.add_argument(
+        "overrides", nargs="*", help="with --sweep: the overrides the sweep ran with (they name its study)"
+    )
     report.set_defaults(func=cmd_report)
 
     adr = sub.add_parser("adr", help="list, lint and run the experiments of ADRs")
@@ -306,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("id", help="e.g. 0002")
     run_p.add_argument("--workers", type=int, default=None)
     run_p.add_argument("--scale", default="smoke")
+    run_p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage for the ADR's job and sweep studies, e.g. postgresql://user@host/db "
+        "($ADRLAB_STORAGE); nodes sharing it share the jobs",
+    )
     adr.set_defaults(func=cmd_adr)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios side by side) → reports/bench/")

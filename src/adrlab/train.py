@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from adrlab import tracking
-from adrlab.config import config_hash, flatten
+from adrlab.config import config_hash, flatten, project_root
 from adrlab.data import TokenData, build_data
 from adrlab.model import Transformer
 from adrlab.optim import (
@@ -182,7 +182,13 @@ class Progress:
 
 
 def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
-    return tracking.runs_dir(cfg) / "checkpoints" / run_id / "last.pt"
+    """`trainer.checkpoint_dir` (relative to the project root; on a filesystem every node shares,
+    a trial retried on another node resumes from it), else <runs_dir>/checkpoints."""
+    root = cfg.trainer.get("checkpoint_dir")
+    if not root:
+        return tracking.runs_dir(cfg) / "checkpoints" / run_id / "last.pt"
+    path = Path(str(root)).expanduser()
+    return (path if path.is_absolute() else project_root() / path) / run_id / "last.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -238,8 +244,12 @@ def train(
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    on_run: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train one run described by a composed config and log it to MLflow.
+
+    on_run: called with the MLflow run id as soon as the run exists (a sweep records it in
+    its trial, so a trial killed mid-run still points to its run).
 
     run_id: continue this MLflow run from its checkpoint (resume); `cfg.resume` does the same
     from the command line (true = the newest unfinished run with this config hash).
@@ -326,6 +336,8 @@ def train(
         logger.params({**flatten(cfg), **{f"derived.{k}": v for k, v in derived.items()}})
         _log_config_artifact(logger, cfg)
 
+    if on_run is not None:
+        on_run(run_id)
     progress = Progress(cfg)
     bound = divergence_bound(cfg, data.vocab_size)
     log_every = int(cfg.trainer.log_every)
