@@ -48,6 +48,7 @@ TAG_STORAGE = "adrlab.storage"
 TAG_SWEEP_PARENT = "adrlab.sweep_parent"
 ATTR_WORKER = "worker"
 ATTR_RETRY_OF = "retry_of"
+SURPLUS = "surplus: the budget was claimed by other workers when this trial started"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats and stale-trial retries are marked experimental; they are what we rely on.
@@ -209,9 +210,9 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def budget_spent(study: optuna.Study, n_trials: int) -> bool:
-    """Done when n_trials are counted and no retried (enqueued) trial still waits."""
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return counted_trials(study) >= n_trials and not waiting
+    """Done when n_trials are counted. A retry still waiting then is not needed: the trial it
+    replaces stopped holding budget when it failed, and another trial took its place."""
+    return counted_trials(study) >= n_trials
 
 
 def trials_in_flight(study: optuna.Study) -> int:
@@ -226,9 +227,21 @@ def budget_claimed(study: optuna.Study, n_trials: int) -> bool:
     """No new trial is needed: counted trials plus those other workers are running reach
     n_trials. Counting the running ones keeps a worker that finishes early from starting a
     trial beyond the budget (which would leave it running alone at the end). A running trial
-    that fails without counting leaves its own worker to run the replacement."""
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return counted_trials(study) + trials_in_flight(study) >= n_trials and not waiting
+    that fails without counting leaves its own worker to run the replacement. A waiting
+    (enqueued) trial holds no budget: the next worker to ask pops it first."""
+    return counted_trials(study) + trials_in_flight(study) >= n_trials
+
+
+def surplus(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether a trial just asked for is beyond the budget: workers that decide to ask at the
+    same moment (on any node) cannot see each other's decision, so the trial checks once it is
+    RUNNING, and the lower trial numbers keep their places."""
+    ahead = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.number < trial.number and worker_alive(t) is not False
+    ]
+    return counted_trials(trial.study) + len(ahead) >= n_trials
 
 
 def stop_at(n_trials: int):
@@ -339,6 +352,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
 def _run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     spec = ctx.spec
     trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    if surplus(trial, spec.n_trials):
+        trial.set_user_attr(ATTR_FAIL_REASON, SURPLUS)
+        return math.nan  # FAIL without counting; stop_at then stops this worker
     values = suggest(trial, spec)
     overrides = spec.overrides_for(
         values, [f"tracking.experiment={spec.experiment}", f"tracking.reuse={str(ctx.reuse).lower()}"]
