@@ -21,10 +21,15 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
+def _ignore(_signum: int, _frame) -> None:
+    """A Python-level no-op rather than SIG_IGN: a signal already pending when the handler
+    changes would otherwise surface as "OSError: Signal 15 ignored due to race condition"."""
+
+
 def _raise_once(signum: int, _frame) -> None:
     # Later signals are ignored: the cleanup the first one started must run to its end.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 

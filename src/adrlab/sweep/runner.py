@@ -104,7 +104,9 @@ def check_shared_tracking(uri: str, storage_url: str) -> None:
     if not is_rdb(storage_url) or "://" not in uri:
         return
     scheme = uri.split("://", 1)[0].split("+", 1)[0]
-    if scheme in ("postgresql", "mysql", "mssql", "oracle", "sqlite"):
+    if scheme == "sqlite":  # one machine with a shared study is fine; say where the runs stay
+        _say(f"runs go to this node's {shown_storage(uri)}; other nodes need MLFLOW_TRACKING_URI=http://...")
+    if scheme in ("postgresql", "mysql", "mssql", "oracle"):
         raise SpecError(
             f"MLFLOW_TRACKING_URI={shown_storage(uri)} is a database: with --storage "
             f"{shown_storage(storage_url)} (many nodes) each node would keep its artifacts in its "
@@ -346,6 +348,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         reason = "terminated" if isinstance(exc, signals.Terminated) else "interrupted"
         trial.set_user_attr(ATTR_FAIL_REASON, reason)
         trial.study.enqueue_trial(dict(trial.params), user_attrs={ATTR_RETRY_OF: trial.number})
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # its "trial failed" traceback is no news
         raise
 
 
