@@ -146,6 +146,33 @@ def _optuna_plot(fn, study: optuna.Study, path: Path) -> bool:
     return True
 
 
+def _group_rows(tried: pd.DataFrame, key: str, minimize: bool) -> tuple[list[str], dict[str, float]]:
+    """One table row per schedule, best first (all-pruned schedules last), and each best."""
+    groups = []
+    group_bests: dict[str, float] = {}
+    for group, rows in tried.groupby("group"):
+        complete = rows[rows["state"] == "COMPLETE"]
+        pruned = len(rows) - len(complete)
+        if complete.empty:
+            last = rows["value"].dropna()
+            shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
+            groups.append((math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |"))
+            continue
+        best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
+        best = best_row["value"]
+        lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
+        worst = complete["value"].max() if minimize else complete["value"].min()
+        group_bests[group] = best
+        groups.append(
+            (
+                best if minimize else -best,
+                f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
+                f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |",
+            )
+        )
+    return [row for _, row in sorted(groups, key=lambda g: g[0])], group_bests
+
+
 def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     """Per schedule: the best objective and the λ range whose trials come within 5% of it.
     Schedules whose every trial was pruned are listed too, so a missing row never hides
@@ -166,30 +193,8 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
         "λ range within 5% of this best | worst / best |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
-    groups = []
-    group_bests: dict[str, float] = {}
-    for group, rows in tried.groupby("group"):
-        complete = rows[rows["state"] == "COMPLETE"]
-        pruned = len(rows) - len(complete)
-        if complete.empty:
-            last = rows["value"].dropna()
-            shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
-            groups.append((math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |"))
-            continue
-        best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
-        best = best_row["value"]
-        lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
-        worst = complete["value"].max() if minimize else complete["value"].min()
-        order = best if minimize else -best
-        group_bests[group] = best
-        groups.append(
-            (
-                order,
-                f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
-                f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |",
-            )
-        )
-    lines += [row for _, row in sorted(groups, key=lambda g: g[0])]
+    rows, group_bests = _group_rows(tried, key, minimize)
+    lines += rows
     near_all = done[(done["value"] - best_overall).abs() <= 0.05 * abs(best_overall)]
     winner = done.loc[done["value"].idxmin() if minimize else done["value"].idxmax()]
     lines += [
@@ -272,6 +277,48 @@ def resolve_study(
     return spec, url, study
 
 
+def draw_plots(study: optuna.Study, spec: SweepSpec, table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    """The report's plots that the data allows, as (title, file name)."""
+    from optuna.visualization import matplotlib as ovm
+
+    plots: list[tuple[str, str]] = []
+    if _optuna_plot(ovm.plot_optimization_history, study, out / "history.png"):
+        plots.append(("Optimisation history", "history.png"))
+    if plot_objective_vs_lambda(table, spec, out / "objective_vs_lambda.png"):
+        plots.append(("Objective vs λ, coloured by schedule", "objective_vs_lambda.png"))
+    if _optuna_plot(ovm.plot_param_importances, study, out / "importance.png"):
+        plots.append(("Parameter importances (fANOVA)", "importance.png"))
+    if plot_learning_curves(spec, table, out / "curves.png"):
+        plots.append(("Learning curves of the top trials", "curves.png"))
+    return plots
+
+
+def best_trial_lines(study: optuna.Study, spec: SweepSpec) -> list[str]:
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return ["## Best trial", "", "No trial has completed yet.", ""]
+    best = study.best_trial
+    return [
+        "## Best trial",
+        "",
+        f"Trial #{best.number}: **{best.value:.4g}** ({spec.statistic} {spec.metric}).",
+        "",
+        *[f"- `{k}` = {v}" for k, v in best.params.items()],
+        "",
+        "Reproduce: `adrlab run " + " ".join(spec.overrides_for(best.params)) + "`",
+        "",
+    ]
+
+
+def trials_lines(table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return []
+    params = [c for c in table.columns if c.startswith("p:")]
+    shown = table[["trial", "state", "value", "epochs", *params, "run_id", "reason"]].copy()
+    shown["run_id"] = shown["run_id"].astype(str).str[:8]
+    shown.columns = [c.removeprefix("p:") for c in shown.columns]
+    return ["## Trials", "", frame_to_markdown(shown), ""]
+
+
 def write_sweep_report(
     name: str | None,
     *,
@@ -283,18 +330,7 @@ def write_sweep_report(
     n_trials = int(study.user_attrs.get(STUDY_N_TRIALS, spec.n_trials))  # the budget it ran with
     table = trials_table(study)
     out = report_dir(spec.name)
-    plots: list[tuple[str, str]] = []
-    from optuna.visualization import matplotlib as ovm
-
-    if _optuna_plot(ovm.plot_optimization_history, study, out / "history.png"):
-        plots.append(("Optimisation history", "history.png"))
-    if plot_objective_vs_lambda(table, spec, out / "objective_vs_lambda.png"):
-        plots.append(("Objective vs λ, coloured by schedule", "objective_vs_lambda.png"))
-    if _optuna_plot(ovm.plot_param_importances, study, out / "importance.png"):
-        plots.append(("Parameter importances (fANOVA)", "importance.png"))
-    if plot_learning_curves(spec, table, out / "curves.png"):
-        plots.append(("Learning curves of the top trials", "curves.png"))
-
+    plots = draw_plots(study, spec, table, out)
     counts = table["state"].value_counts().to_dict() if not table.empty else {}
     lines = [
         f"# Sweep `{spec.name}`",
@@ -308,23 +344,8 @@ def write_sweep_report(
         f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
+        *best_trial_lines(study, spec),
     ]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
-        overrides = spec.overrides_for(best.params)
-        lines += [
-            "## Best trial",
-            "",
-            f"Trial #{best.number}: **{best.value:.4g}** ({spec.statistic} {spec.metric}).",
-            "",
-            *[f"- `{k}` = {v}" for k, v in best.params.items()],
-            "",
-            "Reproduce: `adrlab run " + " ".join(overrides) + "`",
-            "",
-        ]
-    else:
-        lines += ["## Best trial", "", "No trial has completed yet.", ""]
     sens = sensitivity_lines(table, spec)
     if sens:
         lines += ["## Sensitivity to λ", "", *sens, ""]
@@ -332,20 +353,7 @@ def write_sweep_report(
         lines += ["## Plots", ""]
         for title, file in plots:
             lines += [f"### {title}", "", f"![{title}]({file})", ""]
-    if not table.empty:
-        cols = [
-            "trial",
-            "state",
-            "value",
-            "epochs",
-            *[c for c in table.columns if c.startswith("p:")],
-            "run_id",
-            "reason",
-        ]
-        shown = table[cols].copy()
-        shown["run_id"] = shown["run_id"].astype(str).str[:8]
-        shown.columns = [c.removeprefix("p:") for c in shown.columns]
-        lines += ["## Trials", "", frame_to_markdown(shown), ""]
+    lines += trials_lines(table)
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
