@@ -71,7 +71,7 @@ def make_root(base: Path, name: str, files: dict[str, str]) -> Path:
     return root
 
 
-def start_node(root: Path, hostname: str, args: list[str]) -> subprocess.Popen:
+def start_node(root: Path, hostname: str, args: list[str], **env_extra: str) -> subprocess.Popen:
     """`adrlab ARGS` as a node runs it: its own root, runs folder, hostname and process group."""
     env = {
         **os.environ,
@@ -83,6 +83,7 @@ def start_node(root: Path, hostname: str, args: list[str]) -> subprocess.Popen:
         "ADRLAB_HEARTBEAT_GRACE": "4",
         "ADRLAB_QUIET": "1",
         "PYTHONPATH": str(REPO / "src"),
+        **env_extra,
     }
     cmd = [sys.executable, "-m", "adrlab.cli", *args]
     if can_unshare():
@@ -124,7 +125,7 @@ def finish(nodes: list[subprocess.Popen]) -> list[tuple[int, str]]:
     ]
 
 
-def sweep_spec(name: str, checkpoints: Path) -> str:
+def sweep_spec(name: str) -> str:
     spec = {
         "name": name,
         "base": {
@@ -133,7 +134,6 @@ def sweep_spec(name: str, checkpoints: Path) -> str:
                 *TINY,
                 "trainer.epochs=8",
                 "trainer.log_every=50",
-                f"trainer.checkpoint_dir={checkpoints}",
             ]
         },
         "space": {
@@ -152,12 +152,10 @@ def sweep_spec(name: str, checkpoints: Path) -> str:
 def test_three_nodes_start_together_one_is_killed_the_study_completes(tmp_path, fresh_database) -> None:
     name = f"mn{uuid.uuid4().hex[:6]}"
     checkpoints = tmp_path / "shared-checkpoints"  # a filesystem all nodes share
-    roots = [
-        make_root(tmp_path, f"node{i}", {f"sweeps/{name}.yaml": sweep_spec(name, checkpoints)})
-        for i in range(3)
-    ]
+    roots = [make_root(tmp_path, f"node{i}", {f"sweeps/{name}.yaml": sweep_spec(name)}) for i in range(3)]
     args = ["sweep", name, "--workers", "1", "--storage", fresh_database]
-    nodes = [start_node(root, f"node{i}", args) for i, root in enumerate(roots)]  # the same second
+    shared = {"ADRLAB_CHECKPOINT_DIR": str(checkpoints)}
+    nodes = [start_node(root, f"node{i}", args, **shared) for i, root in enumerate(roots)]  # the same second
 
     study = None
     while study is None:  # the first node creates the study; poll the storage for it
