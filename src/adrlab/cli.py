@@ -219,6 +219,7 @@ def cmd_adr(args: argparse.Namespace) -> int:
     from adrlab.adr.document import AdrError, parse_adr
     from adrlab.adr.lint import lint
     from adrlab.adr.runs import adr_dir, all_adr_paths, run_experiments
+    from adrlab.sweep.spec import SpecError
 
     if args.adr_command == "lint":
         messages = lint(args.paths or [adr_dir()])
@@ -246,7 +247,7 @@ def cmd_adr(args: argparse.Namespace) -> int:
         return 0
     try:
         ran = run_experiments(args.id, scale=args.scale, workers=args.workers, storage=default_storage(args))
-    except AdrError as exc:
+    except (AdrError, SpecError) as exc:  # SpecError: e.g. a database URL as tracking URI
         return fail(str(exc))
     except KeyboardInterrupt as exc:
         from adrlab import signals
