@@ -17,7 +17,14 @@ from optuna.trial import TrialState
 
 from adrlab import tracking
 from adrlab.config import compose
-from adrlab.sweep.runner import ATTR_FAIL_REASON, ATTR_RETRY_OF, TAG_SWEEP, TAG_SWEEP_PARENT, TAG_TRIAL
+from adrlab.sweep.runner import (
+    ATTR_FAIL_REASON,
+    ATTR_RETRY_OF,
+    TAG_SWEEP,
+    TAG_SWEEP_PARENT,
+    TAG_TRIAL,
+    open_storage,
+)
 from tests.conftest import TINY
 from tests.test_sweep import load, write_spec
 
@@ -122,3 +129,36 @@ def test_sigterm_on_adrlab_run_marks_the_run_killed(tmp_path, runs_dir) -> None:
     assert "Traceback" not in out, out
     run = tracking.search_runs(uri, ["sigterm-run"]).iloc[0]
     assert run["status"] == "KILLED" and run[f"tags.{tracking.TAG_STATE}"] == "KILLED"
+
+
+def test_sigterm_on_adrlab_adr_run_stops_its_job_study_cleanly(tmp_path, runs_dir) -> None:
+    from tests.test_adr_e2e import ADR
+
+    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=300"])
+    adr = tmp_path / "0042-tiny.md"
+    adr.write_text(ADR.format(overrides=overrides))
+    proc = start(["adr", "run", str(adr), "--workers", "2"])
+
+    def training():
+        journals = list((runs_dir / "optuna").glob("adr-0042-smoke-*.journal"))
+        if not journals:
+            return None
+        study = optuna.load_study(study_name=journals[0].stem, storage=open_storage(str(journals[0])))
+        running = [
+            t
+            for t in study.get_trials(states=(TrialState.RUNNING,))
+            if "run_id_seed1" in t.user_attrs or "run_id_seed2" in t.user_attrs
+        ]
+        return (study, running) if len(running) == 2 else None
+
+    study, running = wait_until(training, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out and "leaked semaphore" not in out, out
+    for trial in running:
+        assert study.trials[trial.number].state == TrialState.FAIL
+    runs = tracking.search_runs(tracking.tracking_uri(compose([])), ["adr-0042"])
+    assert (
+        not (runs["status"] == "RUNNING").any() and (runs["status"] == "KILLED").sum() >= 3
+    )  # 2 jobs + parent

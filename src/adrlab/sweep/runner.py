@@ -140,13 +140,32 @@ def worker_alive(trial: optuna.trial.FrozenTrial) -> bool | None:
     return owner_host != socket.gethostname() or (owner_pid.isdigit() and pid_alive(int(owner_pid)))
 
 
-def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experiment: str) -> list[int]:
+def _fail_dead_on_this_host(study: optuna.Study, unowned_dead: bool) -> list[int]:
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        alive = worker_alive(trial)
+        if alive or (alive is None and not unowned_dead):
+            continue
+        try:  # the attribute first: a finished trial's attributes can no longer change
+            study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "worker died")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        study.enqueue_trial(dict(trial.params), user_attrs={ATTR_RETRY_OF: trial.number})
+        recovered.append(trial.number)
+    return recovered
+
+
+def recover_dead_trials(
+    study: optuna.Study, storage_url: str, uri: str, experiment: str, unowned_dead: bool = True
+) -> list[int]:
     """Trials left RUNNING by a killed worker end FAIL, their parameters are enqueued again,
     and their MLflow runs are marked KILLED. Returns the trial numbers recovered.
 
     RDB storage: the heartbeat decides (optuna.storages.fail_stale_trials; its retry callback
     re-enqueues). Journal storage (one machine): a RUNNING trial whose worker pid on this host
-    is gone is dead; so is one with no worker recorded, since no worker of ours runs yet.
+    is gone is dead; so is one with no worker recorded when no worker of ours runs yet
+    (unowned_dead; a worker passes False: such a trial is a sibling's, just asked for).
     """
     recovered: list[int] = []
     if is_rdb(storage_url):
@@ -155,14 +174,7 @@ def recover_dead_trials(study: optuna.Study, storage_url: str, uri: str, experim
         after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         recovered = sorted(before - after)
     else:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if worker_alive(trial):  # None (no worker recorded) is dead here: none of ours runs yet
-                continue
-            # The attribute first: a finished trial's attributes can no longer change.
-            study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, "worker died")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            study.enqueue_trial(dict(trial.params), user_attrs={ATTR_RETRY_OF: trial.number})
-            recovered.append(trial.number)
+        recovered = _fail_dead_on_this_host(study, unowned_dead)
     if recovered:
         mark_runs_killed(uri, experiment, study.study_name, recovered)
     return recovered
@@ -246,11 +258,12 @@ def surplus(trial: optuna.Trial, n_trials: int) -> bool:
     return counted_trials(trial.study) + len(ahead) >= n_trials
 
 
-def stop_at(n_trials: int):
+def stop_at(n_trials: int, ctx: TrialContext):
     def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        # A trial whose worker died on another node must not hold the budget: on RDB storage
-        # fail it now (its retry is enqueued) rather than at this worker's next trial.
-        optuna.storages.fail_stale_trials(study)
+        # A trial whose worker died must not hold the budget, and its parameters should be
+        # what runs next, not a fresh sample: fail it now and enqueue its retry (RDB: the
+        # heartbeat decides; a journal: a dead pid on this host).
+        recover_dead_trials(study, ctx.storage_url, ctx.uri, ctx.spec.experiment, unowned_dead=False)
         if budget_claimed(study, n_trials):
             study.stop()
 
@@ -279,6 +292,7 @@ class TrialContext:
     storage_url: str
     parent_run_id: str | None
     reuse: bool
+    uri: str  # MLflow tracking URI
 
 
 def pruning_callback(trial: optuna.Trial, spec: SweepSpec, active: bool, before: list[dict[str, float]]):
@@ -435,12 +449,14 @@ def _worker(args: WorkerArgs) -> None:
         sampler=spec.make_sampler(seed_offset=worker_seed_offset(args.storage_url, args.worker_index)),
         pruner=spec.make_pruner(),
     )
-    ctx = TrialContext(spec, args.storage_url, args.parent_run_id, args.reuse)
+    ctx = TrialContext(
+        spec, args.storage_url, args.parent_run_id, args.reuse, tracking.tracking_uri(compose(spec.overrides))
+    )
     while True:
         if not budget_claimed(study, args.n_trials):
             study.optimize(
                 lambda trial: run_trial(trial, ctx),
-                callbacks=[stop_at(args.n_trials)],
+                callbacks=[stop_at(args.n_trials, ctx)],
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
@@ -632,6 +648,8 @@ def finish_node(setup: SweepSetup, codes: list[int], write_report: bool) -> Swee
             _say(
                 f"sweep {spec.name}: report {outcome.report_path} (also on the parent run, artifacts/report)"
             )
+        # An earlier Ctrl-C left KILLED tags on the resumed parent; say how the study ended.
+        logger.tags({tracking.TAG_STATE: "COMPLETE" if finished else "FAILED", tracking.TAG_FAILURE: ""})
         logger.finish("FINISHED" if finished else "FAILED")
     elif not running:
         tracking.RunLogger(setup.uri, setup.parent_run_id).finish("FAILED")  # stopped short; a rerun resumes
