@@ -332,12 +332,12 @@ def train(
             )
         )
         run_id = run.info.run_id
+        if on_run is not None:
+            on_run(run_id)
         logger = tracking.RunLogger(uri, run_id)
         logger.params({**flatten(cfg), **{f"derived.{k}": v for k, v in derived.items()}})
         _log_config_artifact(logger, cfg)
 
-    if on_run is not None:
-        on_run(run_id)
     progress = Progress(cfg)
     bound = divergence_bound(cfg, data.vocab_size)
     log_every = int(cfg.trainer.log_every)
