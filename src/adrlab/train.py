@@ -322,6 +322,8 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], state["history"]
         tracking.with_retry(lambda: c.update_run(run_id, status="RUNNING"))
+        if on_run is not None:
+            on_run(run_id)
         logger = tracking.RunLogger(uri, run_id)
     else:
         run = tracking.with_retry(
