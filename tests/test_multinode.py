@@ -18,13 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from adrlab import tracking
 from adrlab.sweep.runner import TAG_SWEEP_PARENT, TAG_TRIAL, counted_trials, open_storage, shown_storage
 from tests.conftest import TINY
 from tests.test_adr_e2e import ADR
+from tests.test_sweep import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("ADRLAB_TEST_POSTGRES_URL")
@@ -125,34 +125,23 @@ def finish(nodes: list[subprocess.Popen]) -> list[tuple[int, str]]:
     ]
 
 
-def sweep_spec(name: str) -> str:
-    spec = {
-        "name": name,
-        "base": {
-            "overrides": [
-                "optimizer=adamw",
-                *TINY,
-                "trainer.epochs=8",
-                "trainer.log_every=50",
-            ]
-        },
-        "space": {
-            "regularizer.weight_decay": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
-            "lr_schedule": {"type": "categorical", "choices": ["constant", "cosine"]},
-        },
-        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 10},
-        "pruner": {"name": "none"},
+def sweep_changes() -> dict:
+    """tests/test_sweep.py's spec, with trials long enough to be killed after an epoch."""
+    base = ["optimizer=adamw", *TINY, "trainer.epochs=8", "trainer.log_every=50"]
+    return {
+        "base": {"overrides": base},
         "n_trials": 6,
-        "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
-        "tracking": {"experiment": f"sweep-{name}"},
+        "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 10},
     }
-    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def test_three_nodes_start_together_one_is_killed_the_study_completes(tmp_path, fresh_database) -> None:
     name = f"mn{uuid.uuid4().hex[:6]}"
     checkpoints = tmp_path / "shared-checkpoints"  # a filesystem all nodes share
-    roots = [make_root(tmp_path, f"node{i}", {f"sweeps/{name}.yaml": sweep_spec(name)}) for i in range(3)]
+    roots = [make_root(tmp_path, f"node{i}", {}) for i in range(3)]
+    for root in roots:
+        (root / "sweeps").mkdir()
+        write_spec(root / "sweeps", name, **sweep_changes())
     args = ["sweep", name, "--workers", "1", "--storage", fresh_database]
     shared = {"ADRLAB_CHECKPOINT_DIR": str(checkpoints)}
     nodes = [start_node(root, f"node{i}", args, **shared) for i, root in enumerate(roots)]  # the same second

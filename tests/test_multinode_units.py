@@ -31,6 +31,7 @@ from adrlab.sweep.storage import (
 )
 from adrlab.train import checkpoint_path
 from tests.conftest import TINY
+from tests.test_multinode import fresh_database  # noqa: F401  (a fixture)
 from tests.test_sweep import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,35 +59,17 @@ def test_creation_race_errors_are_recognised() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not POSTGRES, reason="set ADRLAB_TEST_POSTGRES_URL")
-def test_many_creators_on_an_empty_database(tmp_path) -> None:
+def test_many_creators_on_an_empty_database(fresh_database) -> None:  # noqa: F811  (the fixture)
     """Eight threads create the schema and one study at once on a new database: one study, no error."""
     import concurrent.futures
-    import uuid
-
-    import sqlalchemy
-
-    name = f"adrlab_race_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(
-        sqlalchemy.engine.make_url(POSTGRES).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = sqlalchemy.engine.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
 
     def create(_):
-        with creation_lock(url):
-            return optuna.create_study(
-                study_name="s", storage=open_storage(url), load_if_exists=True
-            )._study_id
+        with creation_lock(fresh_database):
+            storage = open_storage(fresh_database)
+            return optuna.create_study(study_name="s", storage=storage, load_if_exists=True)._study_id
 
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            ids = set(pool.map(create, range(8)))
-        assert len(ids) == 1
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert len(set(pool.map(create, range(8)))) == 1
 
 
 def test_a_database_as_tracking_uri_is_refused_for_many_nodes() -> None:
