@@ -189,7 +189,9 @@ def test_three_nodes_start_together_one_is_killed_the_study_completes(tmp_path, 
 
 def test_two_nodes_share_an_adrs_jobs(tmp_path, fresh_database) -> None:
     number = f"{uuid.uuid4().int % 9000 + 1000:04d}"
-    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2"])
+    # A config no earlier run on this server had (the run cache would serve it instead of training).
+    unique = f"trainer.divergence_loss={1000 + uuid.uuid4().int % 10**6 / 10**3}"
+    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2", unique])
     text = ADR.format(overrides=overrides).replace("0042", number)
     adr = {f"adr/{number}-tiny.md": text}
     roots = [make_root(tmp_path, f"adrnode{i}", adr) for i in range(2)]
