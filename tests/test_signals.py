@@ -34,6 +34,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 def start(args: list[str]) -> subprocess.Popen:
     """The command in its own process group and session, as a terminal runs a foreground job."""
     env = {**os.environ, "PYTHONPATH": SRC, "ADRLAB_QUIET": "1"}
+    # Create the MLflow store now: the test's polling and the command creating it at once collide.
+    tracking.search_runs(tracking.tracking_uri(compose([])), ["none"])
     return subprocess.Popen(
         [sys.executable, "-m", "adrlab.cli", *args],
         env=env,
