@@ -14,7 +14,8 @@ BIN=${ADRLAB_VENV:-.venv}/bin
 URL="http://127.0.0.1:$PORT"
 
 if [ "${1:-}" = stop ]; then
-  [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null || true
+  # its own process group (setsid below): the server and its workers stop together
+  [ -f "$PIDFILE" ] && kill -- "-$(cat "$PIDFILE")" 2>/dev/null || true
   rm -f "$PIDFILE"; exit 0
 fi
 healthy() { "$BIN/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/health', timeout=2)" "$URL" 2>/dev/null; }
@@ -31,7 +32,7 @@ with engine.connect() as conn:
 PY
 backend="${PG%/*}/$DB"
 mkdir -p "$ARTIFACTS"
-nohup "$BIN/mlflow" server --host 127.0.0.1 --port "$PORT" --workers 2 \
+setsid nohup "$BIN/mlflow" server --host 127.0.0.1 --port "$PORT" --workers 2 \
   --backend-store-uri "$backend" --artifacts-destination "$ARTIFACTS" >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 for _ in $(seq 1 180); do
