@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -59,13 +60,15 @@ Text outside the markers must survive byte for byte.
 
 @pytest.fixture
 def adr_file(tmp_path: Path) -> Path:
-    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2"])
+    # lr 0.01: the tiny model learns (val PPL ~5 of a uniform 64), so the learning guard is quiet
+    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2", "optimizer.lr=0.01"])
     path = tmp_path / "0042-tiny.md"
     path.write_text(ADR.format(overrides=overrides))
     return path
 
 
 def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ADRLAB_UI_URL", raising=False)  # report links use the default ui address
     before = adr_file.read_text()
     ran = run_experiments(str(adr_file), workers=2)
     assert sorted(ran["jobs"]) == ["decayed-s1", "decayed-s2", "plain-s1", "plain-s2"]
@@ -77,6 +80,11 @@ def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, mon
         ("plain", 1),
         ("plain", 2),
     ]
+    # In mlflow ui: each run named by ADR, arm and seed, described by the ADR's title.
+    named = runs.set_index(["arm", "seed"])
+    assert named.loc[("plain", 2), "tags.mlflow.runName"] == "0042 plain s2"
+    note = named.loc[("decayed", 1), "tags.mlflow.note.content"]
+    assert note.startswith("ADR-0042: 小实验") and "arm `decayed` · seed 1 · scale smoke" in note
     assert run_experiments(str(adr_file), workers=2)["jobs"] == []  # nothing missing any more
 
     assert run_report(str(adr_file)) == 0
@@ -84,11 +92,21 @@ def test_tiny_adr_end_to_end(adr_file: Path, runs_dir: Path, tmp_path: Path, mon
     assert text.startswith(before)  # everything before the appended block is untouched
     assert "<!-- adrlab:verdict:begin -->" in text and "## 自动验证 (Automated Verification)" in text
     assert "| FLAG-1 | primary |" in text and "**PASS**" in text
-    snapshot = tmp_path / "reports" / "adr-0042" / "runs.csv"
+    snapshot = tmp_path / "reports" / "adr-0042" / "runs-smoke.csv"
     evidence = pd.read_csv(snapshot)
     assert set(evidence["arm"]) == {"decayed", "plain"}
     assert {"epoch", "step", "param"} <= set(evidence["kind"])
+    # scale and provenance travel with every row; the vocabulary feeds the learning guard
+    assert set(evidence["scale"]) == {"smoke"}
+    assert "unknown" not in set(evidence["git_sha"]) and evidence["config_hash"].str.len().min() > 0
+    assert "data.vocab_size" in set(evidence["metric"])
+    assert (tmp_path / "reports" / "adr-0042" / "forest.png").is_file()
     assert (tmp_path / "reports" / "adr-0042" / "val_ppl.png").is_file()
+    readme = (tmp_path / "reports" / "adr-0042" / "README.md").read_text()
+    links = re.findall(
+        r"\[s[12]\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/(\w+)\?workflowType=", readme
+    )
+    assert "### Runs in MLflow" in readme and sorted(links) == sorted(runs["run_id"])
 
     mtime = adr_file.stat().st_mtime_ns
     assert run_report(str(adr_file)) == 0  # idempotent

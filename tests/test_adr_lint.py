@@ -139,7 +139,10 @@ def test_broken_and_edited_blocks(tmp_path: Path) -> None:
     errors = [m for m in lint([p]) if m.severity == ERROR]
     assert [m.message for m in errors] == ["verdict begin marker without an end marker"]
     q = tmp_path / "0011-edited.md"
-    q.write_text(MACHINE_ADR + f"\n{BEGIN}\nhand table\n{END}\n", encoding="utf-8")
+    # its own number: a second file claiming ADR-0010 would be an error of its own
+    q.write_text(
+        MACHINE_ADR.replace("ADR-0010", "ADR-0011") + f"\n{BEGIN}\nhand table\n{END}\n", encoding="utf-8"
+    )
     errors = [m for m in lint([q]) if m.severity == ERROR]
     assert [m.message for m in errors] == ["verdict block edited by hand (checksum mismatch)"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from adrlab.adr import stats
 from adrlab.adr.document import Statistic
-from adrlab.adr.stats import RunSeries, Side
+from adrlab.adr.stats import RunSeries
 
 EPOCHS = [1, 2, 3, 4, 5]
 PPL = [10.0, 8.0, 6.0, 7.0, 9.0]
@@ -89,7 +89,7 @@ def test_diverged_run_counts_as_worst() -> None:
     assert list(s.x) == [1, 2, 3, 4, 5]
     assert stats.final(s) == math.inf
     assert stats.final_over_best(s) == math.inf
-    assert stats.best(s) == 8.0  # the best it did reach is real
+    assert stats.best(s) == 8.0  # as logged; the verdict then counts the diverged run as worst
     assert stats.value_at_epoch(s, 2) == 8.0
     assert stats.value_at_epoch(s, 4) == math.inf
     assert stats.value_at_epoch(s, 12) == math.inf  # beyond the grid, still worst
@@ -124,55 +124,88 @@ def test_spread_point_estimate() -> None:
     assert stats.spread(groups, "range") == pytest.approx(3.0)
 
 
-def test_bootstrap_mean_is_deterministic_and_covers_estimate() -> None:
+def test_single_arm_t_interval_matches_hand_computation() -> None:
     values = [1.0, 2.0, 3.0, 4.0]
-    a = stats.mean_interval(values)
-    b = stats.mean_interval(values)
-    assert a == b
-    assert a.estimate == pytest.approx(2.5)
-    assert 1.0 <= a.low <= 2.5 <= a.high <= 4.0
-    assert a.low < a.high
-
-
-def test_bootstrap_degenerate_and_relation() -> None:
-    same = stats.mean_interval([3.0, 3.0, 3.0])
+    iv = stats.single_interval(values)
+    assert iv == stats.single_interval(values)  # deterministic, no resampling seed
+    half = 3.182446305284263 * np.std(values, ddof=1) / 2.0  # t(0.975, df=3) · s / √4
+    assert iv.estimate == pytest.approx(2.5)
+    assert (iv.low, iv.high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    same = stats.single_interval([3.0, 3.0, 3.0])
     assert (same.estimate, same.low, same.high) == (3.0, 3.0, 3.0)
-    ratio = stats.bootstrap_interval(Side.plain([2.0, 2.0]), Side.plain([4.0, 4.0]), "ratio")
-    assert (ratio.estimate, ratio.low, ratio.high) == (0.5, 0.5, 0.5)
-    diff = stats.bootstrap_interval(Side.plain([2.0, 2.0]), Side.plain([4.0, 4.0]), "difference")
-    assert (diff.estimate, diff.low, diff.high) == (-2.0, -2.0, -2.0)
-    # arms resampled independently: the interval of a ratio lies within the extreme ratios
-    r = stats.bootstrap_interval(Side.plain([1.0, 2.0]), Side.plain([4.0, 8.0]), "ratio")
-    assert r.estimate == pytest.approx(1.5 / 6.0)
-    assert 1 / 8 <= r.low <= r.estimate <= r.high <= 2 / 4
+    one = stats.single_interval([3.0])  # one run: no interval at all
+    assert (one.low, one.high) == (-math.inf, math.inf)
 
 
-def test_bootstrap_spread() -> None:
-    side = Side.spread([[2.0, 2.0], [6.0, 6.0]], "ratio")
-    iv = stats.bootstrap_interval(side)
+def test_paired_interval_uses_per_seed_log_ratios() -> None:
+    # A shared seed effect (×1, ×2) cancels in the per-seed ratio: exactly 0.5 both times.
+    iv = stats.paired_interval([1.0, 2.0], [2.0, 4.0], "ratio")
+    assert (iv.estimate, iv.low, iv.high) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+    assert "paired" in iv.method
+    d = stats.paired_interval([1.0, 2.0, 4.0], [0.0, 1.5, 2.0], "difference")
+    diffs = np.array([1.0, 0.5, 2.0])
+    half = 4.302652729911275 * diffs.std(ddof=1) / math.sqrt(3)
+    assert d.estimate == pytest.approx(diffs.mean())
+    assert (d.low, d.high) == (pytest.approx(diffs.mean() - half), pytest.approx(diffs.mean() + half))
+
+
+def test_welch_fallback_for_unmatched_seeds() -> None:
+    iv = stats.welch_interval([1.0, 2.0, 3.0], [4.0, 6.0], "difference")
+    assert iv.estimate == pytest.approx(2.0 - 5.0)
+    assert iv.low < -3.0 < iv.high and "Welch" in iv.method
+    one = stats.welch_interval([1.0], [4.0, 6.0], "difference")
+    assert (one.low, one.high) == (-math.inf, math.inf)
+
+
+def test_spread_interval_is_simultaneous_and_honours_mode() -> None:
+    groups = [[2.0, 2.0], [6.0, 6.0]]
+    iv = stats.spread_interval(groups, "ratio")
     assert (iv.estimate, iv.low, iv.high) == (3.0, 3.0, 3.0)
-    rng_side = Side.spread([[2.0, 4.0], [6.0, 6.0]], "range")
-    iv = stats.bootstrap_interval(rng_side)
-    assert iv.estimate == pytest.approx(3.0)
-    assert 2.0 <= iv.low <= 3.0 <= iv.high <= 4.0
+    assert stats.spread_interval(groups, "min", "min").estimate == 2.0
+    assert stats.spread_interval(groups, "max", "max").estimate == 6.0
+    # mode max: the best over the sweep is the largest mean, even if kind says min
+    assert stats.spread_interval(groups, "min", "max").estimate == 6.0
+    noisy = stats.spread_interval([[2.0, 4.0], [6.0, 6.5]], "range")
+    assert noisy.estimate == pytest.approx(3.25)
+    assert noisy.low == 0.0 and noisy.high > 4.0  # Bonferroni at n=2 is wide, honestly
+    assert noisy.groups == 2
+    rel = stats.spread_interval(
+        [[2.0, 2.0], [6.0, 6.0]], "ratio", baseline=[[1.0, 1.0], [2.0, 2.0]], relation="ratio"
+    )
+    assert rel.estimate == pytest.approx(1.5)
 
 
-def test_bootstrap_with_infinities_does_not_crash() -> None:
+def test_non_finite_values_use_the_range_rule() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning either
-        iv = stats.mean_interval([1.0, math.inf])
-        assert iv.estimate == math.inf
-        assert iv.low == 1.0 and iv.high == math.inf  # P(both draws finite) = 1/4 > 2.5%
-        all_inf = stats.mean_interval([math.inf, math.inf])
+        iv = stats.single_interval([1.0, math.inf])
+        assert (iv.estimate, iv.low, iv.high) == (math.inf, 1.0, math.inf)
+        all_inf = stats.single_interval([math.inf, math.inf])
         assert (all_inf.estimate, all_inf.low, all_inf.high) == (math.inf, math.inf, math.inf)
         # inf / inf is undefined: estimate NaN, interval unbounded rather than shortened
-        undefined = stats.bootstrap_interval(Side.plain([math.inf]), Side.plain([math.inf]), "ratio")
+        undefined = stats.paired_interval([math.inf], [math.inf], "ratio")
         assert math.isnan(undefined.estimate)
         assert (undefined.low, undefined.high) == (-math.inf, math.inf)
-        mixed = stats.bootstrap_interval(Side.plain([1.0, 1.0]), Side.plain([math.inf, 2.0]), "ratio")
+        mixed = stats.paired_interval([1.0, 1.0], [math.inf, 2.0], "ratio")
         assert mixed.estimate == 0.0 and mixed.low == 0.0 and mixed.high == pytest.approx(0.5)
-        empty = stats.mean_interval([])
+        empty = stats.single_interval([])
         assert math.isnan(empty.estimate)
+
+
+def test_diverged_value_is_worst_for_every_statistic() -> None:
+    assert stats.diverged_value("best", "min", 8.0) == math.inf
+    assert stats.diverged_value("best", "max", 0.9) == -math.inf
+    assert stats.diverged_value("final_over_best", "max", 1.0) == math.inf
+    assert stats.diverged_value("cv", "min", 0.1) == math.inf
+    assert stats.diverged_value("epoch_of_best", "min", 3.0) == 3.0
+
+
+def test_seeds_needed_is_rough_but_sensible() -> None:
+    iv = stats.paired_interval([1.00, 1.10], [1.0, 1.0], "ratio")  # mean log-ratio ~0.048
+    assert iv.low < 1.0 < iv.high
+    n = stats.seeds_needed(iv, 1.0)
+    assert n is not None and 2 < n < 100
+    assert stats.seeds_needed(stats.single_interval([1.0, 1.0]), 1.0) is None  # no spread known
 
 
 def test_worst() -> None:

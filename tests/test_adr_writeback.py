@@ -11,7 +11,7 @@ import pytest
 
 from adrlab.adr import writeback
 from adrlab.adr.document import AdrError, parse_adr_text
-from adrlab.adr.verdict import EVIDENCE_COLUMNS, evaluate
+from adrlab.adr.verdict import CORE_COLUMNS, evaluate
 from adrlab.adr.writeback import (
     BEGIN,
     END,
@@ -21,6 +21,7 @@ from adrlab.adr.writeback import (
     WRITTEN,
     EditedBlockError,
     block_is_intact,
+    block_verdicts,
     render_block,
     write_verdict,
 )
@@ -71,7 +72,7 @@ def evidence(a_final: float = 8.0) -> pd.DataFrame:
             run = f"{arm}{seed}0123456789abcdef"
             for epoch, value in ((1, 12.0), (2, final + seed * 0.01)):
                 rows.append((run, arm, seed, "FINISHED", "epoch", "val_ppl", float(epoch), value))
-    return pd.DataFrame(rows, columns=list(EVIDENCE_COLUMNS))
+    return pd.DataFrame(rows, columns=list(CORE_COLUMNS))
 
 
 def block(text: str = ADR, a_final: float = 8.0) -> str:
@@ -91,16 +92,15 @@ def test_render_block_content() -> None:
     assert b.endswith("\n" + END + "\n")
     assert "\r" not in b
     assert block_is_intact(b)
-    assert "| PRIMARY | primary | a \\| beats b | 0.8003 [0.7994, 0.8012] (n=2/2) |" in b
-    assert (
-        "(n=2/2) | final(val_ppl): a / b < 0.98 | **PASS** | `a1012345`, `a2012345`, `b1012345`, `b2012345` |"
-        in b
-    )
-    assert "- Scale: `smoke`; data: synthetic Markov source" in b
+    assert "| PRIMARY | primary | a \\| beats b | 0.8003 [0.799, 0.8016] (n=2/2) | paired t |" in b
+    assert "| final(val_ppl): a / b < 0.98 | **PASS** | `a1012345`, `a2012345`, `b1012345`, `b2012345` |" in b
+    assert "### Scale `smoke`\n- Data: synthetic Markov source" in b
+    assert "- Commits: unknown (4 runs: snapshot written before commits were recorded)" in b
+    assert "- Rule: Accepted: every primary criterion passes (intersection–union test" in b
     assert "- Evidence: [runs.csv](../reports/adr-0003/runs.csv), newest run 2025-11-30" in b
     assert "Recommended status: **Accepted**; human status: Proposed" in b
     assert "- [val_ppl](../reports/adr-0003/val_ppl.png)" in b
-    assert "1 PASS, 0 FAIL, 0 INCONCLUSIVE, 0 NO DATA" in b
+    assert "1 PASS, 0 FAIL, 0 INCONCLUSIVE, 0 INVALID, 0 NO DATA" in b
     with pytest.raises(ValueError, match="unknown context keys"):
         render_block(evaluate(parse_adr_text(ADR, "a.md"), evidence()), {"plot": []})
 
@@ -109,7 +109,7 @@ def test_render_block_without_criteria() -> None:
     text = '---\ntitle: "ADR-0001: x"\nstatus: "Rejected"\n---\n# body\n'
     b = render_block(evaluate(parse_adr_text(text, "a.md"), evidence()), {"evidence_date": "2025-11-30"})
     assert "No machine-readable criteria: nothing to judge." in b and "| ID |" not in b
-    assert "- Scale: `smoke`" in b and block_is_intact(b)
+    assert "### Scale `smoke`" in b and block_is_intact(b)
 
 
 def test_first_write_appends_after_one_blank_line(tmp_path: Path) -> None:
@@ -289,3 +289,24 @@ def test_status_not_changed_without_opt_in(tmp_path: Path) -> None:
         write_verdict(p, block(), status="Great")
     with pytest.raises(ValueError, match="begin marker"):
         write_verdict(p, "no markers\n")
+
+
+def test_block_names_commits_and_flags_a_dirty_tree() -> None:
+    ev = evidence()
+    ev["git_sha"] = ["abc123def456" if run.startswith("a") else "0a1b2c3d4e5f-dirty" for run in ev["run_id"]]
+    ev["config_hash"] = "feedbeef"
+    b = render_block(evaluate(parse_adr_text(ADR, "a.md"), ev), CONTEXT)
+    assert (
+        "- Commits: `0a1b2c3d4e5f-dirty` (2 runs, **dirty tree**: uncommitted changes), "
+        "`abc123def456` (2 runs)" in b
+    )
+
+
+def test_sections_per_scale_and_no_data_for_a_scale_without_runs() -> None:
+    v = evaluate(parse_adr_text(ADR, "a.md"), evidence())
+    b = render_block([(v, CONTEXT), (None, {"scale": "paper", "missing": "no runs-paper.csv"})])
+    smoke, paper = b.split("### Scale `paper`")
+    assert "**PASS**" in smoke and "**PASS**" not in paper
+    assert "**NO DATA**: no runs-paper.csv. Verdicts are never taken from another scale's runs." in paper
+    assert "- Recommended status: **Accepted** (from scale `smoke`)" in b
+    assert block_verdicts(b) == {("smoke", "PRIMARY"): "PASS"}

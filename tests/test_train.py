@@ -9,7 +9,19 @@ import torch
 
 from adrlab import tracking
 from adrlab.config import compose
-from adrlab.train import Pruned, epochs_of, lm_loss, train
+from adrlab.train import (
+    Pruned,
+    build,
+    epochs_of,
+    finish,
+    fit,
+    lm_loss,
+    prepare,
+    start,
+    train,
+    train_epoch,
+    train_step,
+)
 from tests.conftest import TINY
 
 
@@ -132,3 +144,47 @@ def test_pad_targets_do_not_count() -> None:
     masked, n_masked = lm_loss(logits, padded, pad_id=0)
     assert n_masked == n_full == 6
     assert torch.allclose(full, masked)
+
+
+def test_stages_called_one_by_one_are_the_run_train_makes(runs_dir) -> None:
+    overrides = [*TINY, "optimizer=rmsuon"]
+    whole = train(compose([*overrides, "tracking.experiment=whole"]))
+    plan = prepare(compose([*overrides, "tracking.experiment=staged"]))
+    assert plan.resume_run_id is None and plan.reuse_source is None
+    setup = build(plan)
+    assert setup.steps_per_epoch == math.ceil(setup.data.train.shape[0] / setup.batch_size)
+    assert setup.derived["threads"] == 1 and setup.derived["n_params"] > 0
+    state = start(setup, plan)
+    assert state.start_epoch == 1 and state.global_step == 0
+    assert tracking.client(plan.uri).get_run(state.run_id).info.status == "RUNNING"
+    fit(setup, state)
+    assert state.global_step == 2 * setup.steps_per_epoch
+    result = finish(setup, state)
+    assert result.state == "COMPLETE" and result.run_id != whole.run_id
+    for key in ("val_loss", "train_loss_epoch", "weight_rms_epoch"):
+        assert [e[key] for e in result.epochs] == [e[key] for e in whole.epochs], key
+    assert tracking.client(plan.uri).get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_train_step_follows_the_schedule_and_measures_before_the_step(runs_dir) -> None:
+    setup = build(prepare(compose([*TINY, "optimizer=adamw", "lr_schedule=cosine", "trainer.grad_clip=0"])))
+    batch = setup.data.train[: setup.batch_size]
+    before = [p.detach().clone() for p in setup.model.parameters()]
+    loss, gnorm = train_step(setup, batch, step=3, measure=True)
+    assert math.isfinite(loss) and gnorm > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, setup.model.parameters()))
+    lr = max(g["lr"] for g in setup.optimizer.param_groups)
+    assert lr == pytest.approx(setup.cfg.optimizer.lr * setup.schedule.lr_multiplier(3))
+    _, unmeasured = train_step(setup, batch, step=4, measure=False)
+    assert math.isnan(unmeasured)  # no clipping and not a logged step: the norm is not computed
+
+
+def test_train_epoch_stops_at_the_first_step_above_the_bound(runs_dir) -> None:
+    plan = prepare(compose([*TINY, "optimizer=adamw"]))
+    setup = build(plan)
+    setup.divergence_bound = 0.5  # every loss of an untrained model is above it
+    state = start(setup, plan)
+    assert train_epoch(setup, state, epoch=1) is None
+    assert state.global_step == 1
+    assert (state.result.state, state.result.failure_reason) == ("DIVERGED", "loss_above_bound")
+    assert finish(setup, state).state == "DIVERGED"

@@ -57,9 +57,10 @@ def bare_loop(overrides: list[str]) -> float:
     start = time.perf_counter()
     step = 0
     for epoch in range(1, int(cfg.trainer.epochs) + 1):
-        order = epoch_order(data.train.shape[0], int(cfg.seed), epoch)
+        train_blocks = data.epoch_train(epoch)
+        order = epoch_order(train_blocks.shape[0], int(cfg.seed), epoch)
         for i in range(steps):
-            batch = data.train[order[i * batch_size : (i + 1) * batch_size]]
+            batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]]
             set_step_hyperparams(optimizer, schedule.lr_multiplier(step), schedule.wd_multiplier(step))
             step += 1
             logits = model(batch[:, :-1])

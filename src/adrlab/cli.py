@@ -1,9 +1,14 @@
-"""`adrlab` command line: run, sweep, adr, report, bench, ui, dashboard."""
+"""`adrlab` command line: run, sweep, adr, report, bench, ui, dashboard.
+
+Overrides and options mix in any order (`adrlab sweep NAME --n-trials 10 trainer.epochs=5`),
+as Hydra users type them; each subcommand's parser is built by its own `add_*` function.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 EXIT_USAGE = 2
 
@@ -13,61 +18,50 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def describe_config_error(exc: BaseException) -> str:
-    """Hydra/OmegaConf errors → one message that says what was wrong and what is valid."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException
+def say_root() -> None:
+    """Commands that write say where: the project root and why it is that one."""
+    from adrlab.config import project_root_and_source
 
-    from adrlab.config import conf_dir
-
-    if isinstance(exc, MissingConfigException):
-        text = str(exc)
-        # "Could not find 'optimizer/nope'" → list the valid options of that group.
-        marker = "Could not find '"
-        if marker in text:
-            missing = text.split(marker, 1)[1].split("'", 1)[0]
-            group, _, option = missing.rpartition("/")
-            options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")) if group else []
-            if options:
-                return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
-        return text.split("\nConfig search path")[0].strip()
-    if isinstance(exc, ConfigCompositionException):
-        cause = exc.__cause__
-        detail = str(cause).split("\n")[0] if cause is not None else ""
-        head = str(exc).split("\n")[0]
-        if "Could not override" in head:
-            key = head.split("'")[1] if "'" in head else head
-            return (
-                f"{key} is not a setting of this config group (unknown key); check the spelling or the group"
-            )
-        return f"{head}: {detail}" if detail else head
-    return str(exc).split("\n")[0]
+    root, source = project_root_and_source()
+    print(f"adrlab: project root {root} ({source})", file=sys.stderr)
 
 
 def compose_or_exit(overrides: list[str]):
     """Compose + validate, or print a helpful message and raise SystemExit(2)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from adrlab.config import ConfigError, compose
+    from adrlab.config import ConfigError, check_groups_given_once, compose_explained
 
     try:
-        return compose(overrides)
+        check_groups_given_once(overrides)
+        return compose_explained(overrides)
     except ConfigError as exc:
         raise SystemExit(fail(str(exc))) from None
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise SystemExit(fail(describe_config_error(exc))) from None
 
 
 # --------------------------------------------------------------------------- subcommands
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    cfg = compose_or_exit(args.overrides)
-    if args.print_config:
-        from omegaconf import OmegaConf
+def print_config(overrides: list[str], which: str, resolve: bool) -> int:
+    """`--cfg job`: the composed run config; `--cfg all` adds hydra.runtime.choices, the option
+    each config group ended up with (adrlab composes with Hydra but runs no Hydra launcher, so
+    the rest of Hydra's own node does not apply)."""
+    from omegaconf import OmegaConf
 
-        print(OmegaConf.to_yaml(cfg, resolve=True))
-        return 0
+    from adrlab.config import group_choices
+
+    cfg = compose_or_exit(overrides)
+    print(OmegaConf.to_yaml(cfg, resolve=resolve), end="")
+    if which == "all":
+        print(OmegaConf.to_yaml({"hydra": {"runtime": {"choices": group_choices(overrides)}}}), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.multirun:
+        return cmd_multirun(args)
+    if args.cfg or args.print_config:
+        return print_config(args.overrides, args.cfg or "job", resolve=args.resolve or args.print_config)
+    cfg = compose_or_exit(args.overrides)
+    say_root()
     from adrlab import signals
     from adrlab.data import DataError
     from adrlab.train import train
@@ -89,33 +83,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.state in ("COMPLETE", "PRUNED") else 1
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    import os
-
+def cmd_multirun(args: argparse.Namespace) -> int:
+    """`adrlab run -m a=1,2 b=x,y`: the grid as a study on the sweep workers, with the same
+    storage, MLflow parent/child runs and report as `adrlab sweep`."""
     from adrlab import tracking
+    from adrlab.config import ConfigError, check_groups_given_once
+    from adrlab.sweep.spec import SpecError, write_multirun_spec
 
-    uri = tracking.tracking_uri(None)
-    if uri.startswith(("http://", "https://")):
-        # A tracking server already serves the UI; starting another on its URI would fail.
-        print(f"adrlab: MLFLOW_TRACKING_URI is a tracking server; its UI is at {uri}")
-        return 0
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
-    if uri.startswith("sqlite"):
-        cmd += ["--default-artifact-root", tracking.artifact_root(None)]
-    print(f"adrlab: mlflow ui on http://127.0.0.1:{args.port}  (store: {uri})")
-    os.execv(sys.executable, cmd)
-    return 0  # pragma: no cover
+    if args.cfg or args.print_config:
+        return fail("--cfg shows one run's config; drop -m, or pick one value per key")
+    try:
+        check_groups_given_once(args.overrides)
+        spec_path = write_multirun_spec(args.overrides, tracking.runs_dir() / "multirun")
+    except (ConfigError, SpecError) as exc:
+        return fail(str(exc))
+    say_root()
+    print(f"adrlab: multirun study spec {spec_path}", file=sys.stderr)
+    return run_study(args, str(spec_path), [], n_trials=None)
 
 
 def default_storage(args: argparse.Namespace) -> str | None:
@@ -125,28 +109,31 @@ def default_storage(args: argparse.Namespace) -> str | None:
     return getattr(args, "storage", None) or os.environ.get("ADRLAB_STORAGE") or None
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def run_study(args: argparse.Namespace, spec: str, overrides: list[str], n_trials: int | None) -> int:
+    """Run (or resume, or join from another node) a study on the sweep workers and print
+    where it stands; Ctrl-C and SIGTERM end its in-flight trials FAIL (exit 130 / 143)."""
     from adrlab import signals
     from adrlab.sweep.runner import run_sweep, shown_storage
     from adrlab.sweep.spec import SpecError
 
+    create_only = getattr(args, "create_only", False)
     try:
         outcome = run_sweep(
-            args.spec,
+            spec,
             workers=args.workers,
-            n_trials=args.n_trials,
+            n_trials=n_trials,
             storage=default_storage(args),
-            cli_overrides=args.overrides,
+            cli_overrides=overrides,
             reuse=not args.no_reuse,
             write_report=not args.no_report,
-            create_only=getattr(args, "create_only", False),
+            create_only=create_only,
         )
     except SpecError as exc:
         return fail(str(exc))
     except KeyboardInterrupt as exc:
         print("adrlab: sweep interrupted; run the same command again to resume the study", file=sys.stderr)
         return signals.exit_code(exc)
-    return sweep_summary(outcome, shown_storage(outcome.storage_url), getattr(args, "create_only", False))
+    return sweep_summary(outcome, shown_storage(outcome.storage_url), create_only)
 
 
 def sweep_summary(outcome, storage: str, create_only: bool) -> int:
@@ -173,6 +160,51 @@ def sweep_summary(outcome, storage: str, create_only: bool) -> int:
     return 0 if (outcome.complete or outcome.running_elsewhere) and not bad else 1
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from adrlab import tracking
+
+    uri = tracking.tracking_uri(None)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server already serves the UI; starting another on its URI would fail.
+        print(f"adrlab: MLFLOW_TRACKING_URI is a tracking server; its UI is at {uri}")
+        return 0
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    if uri.startswith("sqlite"):
+        cmd += ["--default-artifact-root", tracking.artifact_root(None)]
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"adrlab: mlflow ui on {tracking.ui_url(uri, base=base)}  (store: {uri})")
+    tracking.mark_training_experiments(uri)  # older stores: open runs tables, not GenAI pages
+    for name, url in tracking.experiment_urls(uri, base=base).items():  # each opens its runs table
+        print(f"  {name}: {url}")
+    sys.stdout.flush()  # execv drops what is still buffered
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from adrlab.config import ConfigError, check_groups_given_once
+
+    try:
+        check_groups_given_once(args.overrides)
+    except ConfigError as exc:
+        return fail(str(exc))
+    say_root()
+    return run_study(args, args.spec, args.overrides, n_trials=args.n_trials)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import os
 
@@ -190,68 +222,109 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    if args.sweep or getattr(args, "study", None):
-        from adrlab.sweep.report import write_sweep_report
-        from adrlab.sweep.spec import SpecError
+def refused_by_lint(paths: list) -> int | None:
+    """Exit code 2 (after printing why) when lint rejects one of these ADRs, else None. A hand
+    edit inside a verdict block is left to the report itself (refused unless --force)."""
+    from adrlab.adr.lint import ERROR, lint
 
-        overrides = list(getattr(args, "overrides", None) or [])
-        try:
-            path = write_sweep_report(
-                args.sweep, storage=default_storage(args), cli_overrides=overrides, study_name=args.study
-            )
-        except SpecError as exc:
-            return fail(str(exc))
-        except KeyError as exc:
-            return fail(f"{exc.args[0]}; run `adrlab sweep {args.sweep or args.study}` first")
-        print(f"wrote {path}")
-        return 0
+    errors = [
+        m for m in lint(paths) if m.severity == ERROR and not m.message.startswith("verdict block edited")
+    ]
+    if not errors:
+        return None
+    for message in errors:
+        print(message, file=sys.stderr)
+    return fail(f"refused: `adrlab adr lint` rejects {len(errors)} thing(s) above; nothing was written")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.sweep or args.study:
+        return report_sweep(args)
     from adrlab.adr.document import AdrError
     from adrlab.adr.report import run_report
+    from adrlab.adr.runs import all_adr_paths, find_adr
 
+    if getattr(args, "diff", None):
+        from adrlab.adr.report import print_verdict_diff
+
+        return print_verdict_diff(args.diff)
     try:
+        refused = refused_by_lint([find_adr(args.adr)] if args.adr else all_adr_paths())
+        if refused is not None:
+            return refused
+        if not args.check:
+            say_root()
         return run_report(args.adr, scale=args.scale, check=args.check, force=args.force)
     except AdrError as exc:
         return fail(str(exc))
 
 
-def cmd_adr(args: argparse.Namespace) -> int:
-    from adrlab.adr.document import AdrError, parse_adr
-    from adrlab.adr.lint import lint
-    from adrlab.adr.runs import adr_dir, all_adr_paths, run_experiments
+def report_sweep(args: argparse.Namespace) -> int:
+    from adrlab.sweep.report import write_sweep_report
     from adrlab.sweep.spec import SpecError
 
-    if args.adr_command == "lint":
-        messages = lint(args.paths or [adr_dir()])
-        for message in messages:
-            print(message)
-        errors = sum(1 for m in messages if m.severity == "error")
-        print(f"{len(messages)} message(s), {errors} error(s)")
-        return 1 if errors else 0
-    if args.adr_command == "list":
-        for path in all_adr_paths():
-            try:
-                adr = parse_adr(path)
-            except AdrError as exc:
-                print(f"{path.name}: error: {exc}")
-                continue
-            verdicts = next(
-                (
-                    line.split(":", 1)[1].strip()
-                    for line in adr.text.splitlines()
-                    if line.startswith("- Verdicts:")
-                ),
-                "no verdict yet",
-            )
-            print(f"ADR-{adr.number}  {adr.status:<11} {verdicts:<50} {adr.title}")
-        return 0
+    say_root()
     try:
+        path = write_sweep_report(
+            args.sweep, storage=default_storage(args), cli_overrides=args.overrides, study_name=args.study
+        )
+    except SpecError as exc:
+        return fail(str(exc))
+    except KeyError as exc:
+        return fail(f"{exc.args[0]}; run `adrlab sweep {args.sweep or args.study}` first")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_adr_lint(args: argparse.Namespace) -> int:
+    from adrlab.adr.lint import lint
+    from adrlab.adr.runs import adr_dir
+
+    messages = lint(args.paths or [adr_dir()])
+    for message in messages:
+        print(message)
+    errors = sum(1 for m in messages if m.severity == "error")
+    print(f"{len(messages)} message(s), {errors} error(s)")
+    return 1 if errors else 0
+
+
+def cmd_adr_list(args: argparse.Namespace) -> int:
+    from adrlab.adr.document import AdrError, parse_adr
+    from adrlab.adr.runs import all_adr_paths
+
+    for path in all_adr_paths():
+        try:
+            adr = parse_adr(path)
+        except AdrError as exc:
+            print(f"{path.name}: error: {exc}")
+            continue
+        verdicts = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in adr.text.splitlines()
+                if line.startswith("- Verdicts:")
+            ),
+            "no verdict yet",
+        )
+        print(f"ADR-{adr.number}  {adr.status:<11} {verdicts:<50} {adr.title}")
+    return 0
+
+
+def cmd_adr_run(args: argparse.Namespace) -> int:
+    from adrlab import signals
+    from adrlab.adr.document import AdrError
+    from adrlab.adr.runs import find_adr, run_experiments
+    from adrlab.sweep.spec import SpecError
+
+    try:
+        refused = refused_by_lint([find_adr(args.id)])
+        if refused is not None:
+            return refused
+        say_root()
         ran = run_experiments(args.id, scale=args.scale, workers=args.workers, storage=default_storage(args))
     except (AdrError, SpecError) as exc:  # SpecError: e.g. a database URL as tracking URI
         return fail(str(exc))
     except KeyboardInterrupt as exc:
-        from adrlab import signals
-
         print(f"adrlab: interrupted; run `adrlab adr run {args.id}` again to resume", file=sys.stderr)
         return signals.exit_code(exc)
     print(
@@ -264,51 +337,92 @@ def cmd_adr(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from adrlab.bench import run_bench
 
+    say_root()
     path = run_bench(args.suite or ["framework", "optimizers"], args.reps)
     print(path.read_text())
     print(f"wrote {path} and {path.with_name('bench.json')}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="adrlab",
-        description="Executable ADRs for optimizer research: Hydra configs, Optuna sweeps, MLflow runs, "
-        "verdicts written back into the ADR markdown.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+# --------------------------------------------------------------------------- parser
 
-    run = sub.add_parser("run", help="train one run: adrlab run [HYDRA OVERRIDES...]")
+
+def groups_help() -> str:
+    """The config groups and their options, for --help."""
+    from adrlab.config import ConfigError, config_groups
+
+    try:
+        groups = config_groups()
+    except ConfigError as exc:
+        return f"config groups: unavailable ({exc})"
+    width = max(len(g) for g in groups)
+    pad = " " * (width + 4)
+    lines = [
+        textwrap.fill(", ".join(options), 100, initial_indent=f"  {group:<{width}}  ", subsequent_indent=pad)
+        for group, options in groups.items()
+    ]
+    return "config groups (GROUP=OPTION; keys as GROUP.KEY=VALUE; see --cfg job):\n" + "\n".join(lines)
+
+
+def add_run_parser(sub) -> None:
+    run = sub.add_parser(
+        "run",
+        help="train one run (or a grid with -m): adrlab run [HYDRA OVERRIDES...]",
+        epilog=groups_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("overrides", nargs="*", help="e.g. optimizer=rmsuon regularizer.weight_decay=0.5")
-    run.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    run.add_argument(
+        "--cfg", choices=["job", "all"], default=None, help="print the composed config (all: + group choices)"
+    )
+    run.add_argument("--resolve", action="store_true", help="with --cfg: resolve ${...} interpolations")
+    run.add_argument("--print-config", action="store_true", help="the same as --cfg job --resolve")
+    run.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="a grid over swept overrides (a=1,2  b=choice(x,y)  c=range(1,4)) as a study on the sweep "
+        "workers: reports/sweeps/multirun-KEYS-HASH/",
+    )
+    add_study_options(run, "with -m: ")
     run.set_defaults(func=cmd_run)
 
-    ui = sub.add_parser("ui", help="mlflow ui on 127.0.0.1 with the store the runs use")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=cmd_ui)
 
-    sweep = sub.add_parser("sweep", help="run (or resume) an Optuna study from sweeps/SPEC.yaml")
-    sweep.add_argument("spec", help="a name in sweeps/ (e.g. lambda_schedule) or a path to a spec YAML")
-    sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to the spec's base overrides")
-    sweep.add_argument(
+def add_study_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Options shared by everything that runs a study on the sweep workers."""
+    add_worker_options(parser, prefix)
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help=prefix + "retrain even when a finished run with the same config and seed exists",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help=prefix + "do not write reports/sweeps/NAME at the end"
+    )
+
+
+def add_worker_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Where a study's trials run: this node's worker processes and the storage nodes share."""
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
-        help="worker processes (default: one per GPU, else one per CPU core)",
+        help=prefix + "worker processes (default: one per GPU, else one per CPU core)",
     )
-    sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
-    sweep.add_argument(
+    parser.add_argument(
         "--storage",
         default=None,
-        help="Optuna storage: a journal file path (default "
-        "runs/optuna/NAME.journal) or an RDB URL such as postgresql://user@host/db",
+        help=prefix + "Optuna storage: a journal file path (default runs/optuna/NAME.journal) "
+        "or an RDB URL such as postgresql://user@host/db that many nodes share ($ADRLAB_STORAGE)",
     )
-    sweep.add_argument(
-        "--no-reuse",
-        action="store_true",
-        help="retrain even when a finished run with the same config and seed exists",
-    )
-    sweep.add_argument("--no-report", action="store_true", help="do not write reports/sweeps/NAME at the end")
+
+
+def add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help="run (or resume) an Optuna study from sweeps/SPEC.yaml")
+    sweep.add_argument("spec", help="a name in sweeps/ (e.g. lambda_schedule) or a path to a spec YAML")
+    sweep.add_argument("overrides", nargs="*", help="Hydra overrides added to the spec's base overrides")
+    sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
+    add_study_options(sweep)
     sweep.add_argument(
         "--create-only",
         action="store_true",
@@ -317,12 +431,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.set_defaults(func=cmd_sweep)
 
+
+def add_ui_parser(sub) -> None:
+    ui = sub.add_parser("ui", help="mlflow ui on 127.0.0.1 with the store the runs use")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+
+
+def add_dashboard_parser(sub) -> None:
     dash = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's study storage (127.0.0.1)")
     dash.add_argument("spec")
     dash.add_argument("--storage", default=None)
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(func=cmd_dashboard)
 
+
+def add_report_parser(sub) -> None:
     report = sub.add_parser(
         "report",
         help="judge ADR criteria, write verdict blocks and reports/ (or a sweep's report with --sweep)",
@@ -347,27 +471,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "overrides", nargs="*", help="with --sweep: the overrides the sweep ran with (they name its study)"
     )
-    report.set_defaults(func=cmd_report)
+    report.add_argument(
+        "--diff",
+        default=None,
+        metavar="GIT_REF",
+        help="print a markdown summary of verdict changes since GIT_REF",
+    )
+    report.set_defaults(func=cmd_report, overrides_need="sweep")
 
+
+def add_adr_parser(sub) -> None:
     adr = sub.add_parser("adr", help="list, lint and run the experiments of ADRs")
     adr_sub = adr.add_subparsers(dest="adr_command", metavar="ADR_COMMAND", required=True)
-    adr_sub.add_parser("list", help="id, status, verdicts and title of every ADR")
+    adr_sub.add_parser("list", help="id, status, verdicts and title of every ADR").set_defaults(
+        func=cmd_adr_list
+    )
     lint_p = adr_sub.add_parser(
-        "lint", help="schema errors (file:line) and prose FLAGs without machine criteria"
+        "lint",
+        help="schema errors (file:line), arms that do not compose, ADR numbers, prose FLAGs without criteria",
     )
     lint_p.add_argument("paths", nargs="*", help="ADR files or folders (default adr/)")
+    lint_p.set_defaults(func=cmd_adr_lint, rest_dest="paths")
     run_p = adr_sub.add_parser("run", help="train the runs an ADR still needs (missing arm × seed, sweeps)")
     run_p.add_argument("id", help="e.g. 0002")
-    run_p.add_argument("--workers", type=int, default=None)
     run_p.add_argument("--scale", default="smoke")
-    run_p.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage for the ADR's job and sweep studies, e.g. postgresql://user@host/db "
-        "($ADRLAB_STORAGE); nodes sharing it share the jobs",
-    )
-    adr.set_defaults(func=cmd_adr)
+    add_worker_options(run_p, "for the ADR's job and sweep studies: ")
+    run_p.set_defaults(func=cmd_adr_run)
 
+
+def add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (ratios side by side) → reports/bench/")
     bench.add_argument(
         "--suite",
@@ -378,12 +510,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--reps", type=int, default=3, help="interleaved repetitions per variant")
     bench.set_defaults(func=cmd_bench)
+
+
+SUBCOMMANDS = (
+    add_run_parser,
+    add_sweep_parser,
+    add_report_parser,
+    add_adr_parser,
+    add_ui_parser,
+    add_dashboard_parser,
+    add_bench_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adrlab",
+        description="Executable ADRs for optimizer research: Hydra configs, Optuna sweeps, MLflow runs, "
+        "verdicts written back into the ADR markdown. Overrides and options go in any order.",
+        epilog=groups_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_intermixed_args (which refuses subcommands): a trailing positional that the
+    subcommand's `nargs="*"` list (overrides, or paths) did not take, because an option came
+    between them, joins that list; an unknown option is still an error."""
+    args, extras = parser.parse_known_args(argv)
+    dest = getattr(args, "rest_dest", "overrides")
+    strays = [e for e in extras if e.startswith("-") or not isinstance(getattr(args, dest, None), list)]
+    if strays:
+        parser.error(f"unrecognized arguments: {' '.join(strays)}")
+    if extras:
+        setattr(args, dest, [*getattr(args, dest), *extras])
+    need = getattr(args, "overrides_need", None)  # report: overrides only name a --sweep's study
+    if need and args.overrides and not getattr(args, need):
+        parser.error(f"unrecognized arguments: {' '.join(args.overrides)} (overrides go with --{need} NAME)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -385,6 +385,9 @@ class SyntheticDataConfig(DataConfig):
     train_tokens: int = 60_000
     val_tokens: int = 16_384
     source_seed: int = 1234
+    # Draw a new train sample of train_tokens from the same source every epoch (epoch 1's is the
+    # fixed sample), so E epochs see E·train_tokens distinct tokens instead of one sample E times.
+    fresh_each_epoch: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -459,6 +462,9 @@ class TrainerConfig:
     eval_batch_size: int = 64
     max_steps_per_epoch: int | None = None
     max_eval_batches: int | None = None
+    # Also validate every N optimizer steps (val_loss_step / val_ppl_step at the global step),
+    # so a run of few epochs still has a validation curve; 0 = only at the end of each epoch.
+    eval_every_steps: int = 0
     grad_clip: float = 1.0  # 0 turns clipping off
     log_every: int = 10
     device: str = "auto"
@@ -478,6 +484,7 @@ class TrainerConfig:
         _positive("trainer", "log_every", self.log_every)
         _positive("trainer", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("trainer", "threads", self.threads, allow_zero=True)
+        _positive("trainer", "eval_every_steps", self.eval_every_steps, allow_zero=True)
         if self.max_steps_per_epoch is not None:
             _positive("trainer", "max_steps_per_epoch", self.max_steps_per_epoch)
         if self.max_eval_batches is not None:
@@ -544,20 +551,27 @@ def register_configs() -> None:
 # --------------------------------------------------------------------------- compose
 
 
-def project_root() -> Path:
-    """The checkout that holds conf/ (ADRLAB_ROOT overrides, for installed copies)."""
+PROJECT_MARKERS = ("adr", "sweeps")
+
+
+def project_root_and_source() -> tuple[Path, str]:
+    """The project folder adrlab reads adr/ and sweeps/ from and writes reports/ and runs/ to,
+    and why it is that one: $ADRLAB_ROOT if set, else the nearest folder at or above the
+    working directory that holds adr/ or sweeps/ (a checkout of this repository, or a
+    researcher's own project), else the working directory. Never the installed package's
+    checkout: a second checkout or a git worktree works on its own files."""
     env = os.environ.get("ADRLAB_ROOT")
     if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "conf" / "config.yaml").is_file():
-            return parent
+        return Path(env).expanduser().resolve(), "$ADRLAB_ROOT"
     cwd = Path.cwd().resolve()
     for parent in (cwd, *cwd.parents):
-        if (parent / "conf" / "config.yaml").is_file():
-            return parent
-    raise ConfigError("cannot find the adrlab project (a folder with conf/config.yaml); set ADRLAB_ROOT")
+        if any((parent / marker).is_dir() for marker in PROJECT_MARKERS):
+            return parent, "nearest folder holding adr/ or sweeps/"
+    return cwd, "working directory (no adr/ or sweeps/ above it)"
+
+
+def project_root() -> Path:
+    return project_root_and_source()[0]
 
 
 def reports_root() -> Path:
@@ -567,7 +581,38 @@ def reports_root() -> Path:
 
 
 def conf_dir() -> Path:
-    return project_root() / "conf"
+    """The built-in config groups: conf/ of the installed package's checkout, wherever the
+    command runs from."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "conf" / "config.yaml").is_file():
+            return parent / "conf"
+    raise ConfigError(f"adrlab's built-in configs (conf/config.yaml) are missing above {here.parent}")
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Every config group of conf/ and its options, e.g. {"optimizer": ["adamw", ...]}."""
+    root = conf_dir()
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.iterdir())
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
+
+
+def check_groups_given_once(overrides: list[str]) -> None:
+    """One command (or one ADR arm) choosing a config group twice is a mistake Hydra would
+    resolve silently by the last one; refuse it, naming both values."""
+    groups = set(config_groups())
+    seen: dict[str, str] = {}
+    for override in normalize_overrides(list(overrides)):
+        key, sep, _ = override.lstrip("+~").partition("=")
+        group = key.split("@", 1)[0]
+        if not sep or group not in groups:
+            continue
+        if group in seen:
+            raise ConfigError(f"config group {group} given twice: {seen[group]} and {override}; give it once")
+        seen[group] = override
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:
@@ -634,6 +679,10 @@ def check_compatibility(cfg: DictConfig) -> None:
         )
 
 
+# Options whose off value (0 / false) trains and logs exactly as before they existed.
+OFF_BY_DEFAULT = (("trainer", "eval_every_steps"), ("data", "fresh_each_epoch"))
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a run's training config (seed included; labels, tracking and resume excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -643,6 +692,9 @@ def config_hash(cfg: DictConfig) -> str:
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)
     container.get("trainer", {}).pop("checkpoint_dir", None)  # where, not what
+    for group, key in OFF_BY_DEFAULT:  # an option left off keeps the hashes of runs made before it
+        if not container.get(group, {}).get(key, True):
+            container[group].pop(key)
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -660,3 +712,64 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors → one message that says what was wrong and what is valid."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        # "Could not find 'optimizer/nope'" → list the valid options of that group.
+        marker = "Could not find '"
+        if marker in text:
+            missing = text.split(marker, 1)[1].split("'", 1)[0]
+            group, _, option = missing.rpartition("/")
+            options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")) if group else []
+            if options:
+                return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
+        return text.split("\nConfig search path")[0].strip()
+    if isinstance(exc, ConfigCompositionException):
+        cause = exc.__cause__
+        detail = str(cause).split("\n")[0] if cause is not None else ""
+        head = str(exc).split("\n")[0]
+        if head.startswith("Ambiguous value"):
+            return f"{head}: add -m (--multirun) to run each value, or write a list as key=[a,b]"
+        if "Could not override" in head:
+            key = head.split("'")[1] if "'" in head else head
+            return (
+                f"{key} is not a setting of this config group (unknown key); check the spelling or the group"
+            )
+        return f"{head}: {detail}" if detail else head
+    return str(exc).split("\n")[0]
+
+
+def compose_explained(overrides: list[str]) -> DictConfig:
+    """compose(), every Hydra/OmegaConf failure raised as a ConfigError that says what was
+    wrong and what is valid (for the CLI and for `adrlab adr lint`)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(overrides)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(describe_config_error(exc)) from None
+
+
+def group_choices(overrides: list[str]) -> dict[str, str | None]:
+    """The option each config group ends up with (Hydra's runtime.choices), for `--cfg all`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="config", overrides=normalize_overrides(list(overrides)), return_hydra_config=True
+        )
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    assert isinstance(choices, dict)
+    return {str(k): v for k, v in choices.items() if not str(k).startswith("hydra/")}

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +34,17 @@ TAG_SCALE = "adrlab.scale"
 TAG_STATE = "adrlab.state"  # COMPLETE | DIVERGED | PRUNED | KILLED (finer than MLflow's status)
 TAG_FAILURE = "failure_reason"
 TAG_REUSED_FROM = "adrlab.reused_from"
+TAG_TRIAL = "adrlab.trial"  # the Optuna trial number of a sweep run
+TAG_ADR = "adrlab.adr"  # the ADR number of a run trained for an ADR's arm
+TAG_ADR_SCALE = "adrlab.adr_scale"
+TAG_ADR_TITLE = "adrlab.adr_title"
+# MLflow's own tags: the run's name and its description (markdown) in `mlflow ui`.
+TAG_RUN_NAME = "mlflow.runName"
+TAG_NOTE = "mlflow.note.content"
+# MLflow 3 opens an experiment on its GenAI overview unless it knows the experiment trains models.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `adrlab ui` / `make ui` serve the embedded store
 
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_PER_BATCH = 100
@@ -89,15 +101,32 @@ def with_retry(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def mark_training_experiments(uri: str) -> None:
+    """Tag every experiment without a kind as model training, so that `mlflow ui` opens its
+    runs table instead of MLflow 3's GenAI overview (stores made before adrlab set the kind)."""
+    c = client(uri)
+    for e in with_retry(c.search_experiments):
+        if e.tags.get(TAG_EXPERIMENT_KIND) is None:
+            with_retry(
+                lambda e=e: c.set_experiment_tag(e.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+            )
+
+
 def ensure_experiment(uri: str, name: str, cfg: DictConfig | None = None) -> str:
-    """Experiment id for `name`, created if needed (race-safe: a concurrent creator wins)."""
+    """Experiment id for `name`, created if needed (race-safe: a concurrent creator wins),
+    marked as a model-training experiment so `mlflow ui` opens its runs table."""
     c = client(uri)
     existing = with_retry(lambda: c.get_experiment_by_name(name))
     if existing is not None:
+        if existing.tags.get(TAG_EXPERIMENT_KIND) is None:  # made before adrlab set the kind
+            with_retry(
+                lambda: c.set_experiment_tag(existing.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+            )
         return existing.experiment_id
     location = artifact_root(cfg) if uri.startswith("sqlite") else None
+    kind = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
     try:
-        return with_retry(lambda: c.create_experiment(name, artifact_location=location))
+        return with_retry(lambda: c.create_experiment(name, artifact_location=location, tags=kind))
     except Exception:
         again = c.get_experiment_by_name(name)
         if again is None:
@@ -105,9 +134,114 @@ def ensure_experiment(uri: str, name: str, cfg: DictConfig | None = None) -> str
         return again.experiment_id
 
 
+# --------------------------------------------------------------------------- links into `mlflow ui`
+
+
+def ui_url(
+    uri: str | None = None,
+    experiment_id: str | None = None,
+    run_id: str | None = None,
+    *,
+    base: str | None = None,
+) -> str:
+    """The `mlflow ui` address of an experiment's training-runs table, or of one run's page
+    (without experiment_id: MLflow's /runs/<id> route, which finds the run's experiment).
+
+    base: the UI's address; default: the tracking server itself when `uri` is http(s), else
+    $ADRLAB_UI_URL, else `adrlab ui`'s own default. `?workflowType=machine_learning` keeps MLflow 3
+    (3.17 checked in Chromium) from opening an experiment on its GenAI overview ("No data") and
+    a run page under GenAI's "Evaluations": it ignores the experiment's kind tag there.
+    """
+    if base is None:
+        remote = uri is not None and uri.startswith(("http://", "https://"))
+        base = uri if remote else os.environ.get("ADRLAB_UI_URL") or DEFAULT_UI
+    base = base.rstrip("/")
+    if experiment_id is None:
+        page = f"/runs/{run_id}" if run_id is not None else "/experiments"
+        return f"{base}/#{page}?workflowType=machine_learning"
+    page = f"/runs/{run_id}" if run_id is not None else ""
+    return f"{base}/#/experiments/{experiment_id}{page}?workflowType=machine_learning"
+
+
+def experiment_urls(
+    uri: str, names: Iterable[str] | None = None, *, base: str | None = None
+) -> dict[str, str]:
+    """Experiment name → its runs-table URL: the named experiments that exist, or (names=None)
+    every experiment in the store except MLflow's own "Default" while it holds no run."""
+    c = client(uri)
+    if names is not None:
+        found = [e for name in names if (e := with_retry(lambda name=name: c.get_experiment_by_name(name)))]
+    else:
+        found = [
+            e
+            for e in with_retry(c.search_experiments)
+            if e.name != "Default" or with_retry(lambda e=e: c.search_runs([e.experiment_id], max_results=1))
+        ]
+    return {e.name: ui_url(uri, e.experiment_id, base=base) for e in sorted(found, key=lambda e: e.name)}
+
+
+def run_urls(uri: str, run_ids: Iterable[str], *, base: str | None = None) -> dict[str, str]:
+    """Run id → its run-page URL (one search per 100 runs, across every experiment)."""
+    wanted = sorted(set(map(str, run_ids)))
+    if not wanted:
+        return {}
+    c = client(uri)
+    ids = [e.experiment_id for e in with_retry(c.search_experiments)]
+    found: dict[str, str] = {}
+    for i in range(0, len(wanted), 100):
+        chunk = ", ".join(f"'{r}'" for r in wanted[i : i + 100])
+        runs = with_retry(
+            lambda chunk=chunk: c.search_runs(ids, f"attributes.run_id IN ({chunk})", max_results=100)
+        )
+        for run in runs:
+            found[run.info.run_id] = ui_url(uri, run.info.experiment_id, run.info.run_id, base=base)
+    return found
+
+
+# --------------------------------------------------------------------------- dataset inputs
+
+
+def training_dataset(data_cfg: DictConfig, data: Any) -> Any:  # data: TokenData -> mlflow Dataset
+    """What a run trained on, as an MLflow dataset (the runs table's Dataset column): a name
+    a person reads, a digest of the token tensors (train and val: equal digests, same data),
+    and the source (the files read, or the generator and its settings)."""
+    import hashlib
+    import json
+
+    from mlflow.entities import Dataset
+
+    digest = hashlib.sha256()
+    for split in (data.train, data.val):
+        digest.update(split.contiguous().numpy().tobytes())
+    info = data.info
+    if data_cfg.name == "synthetic":
+        name = f"synthetic-markov(seed={data_cfg.source_seed}, V={data.vocab_size})"
+        source_type, source = "code", {"generator": str(info.get("source", ""))}
+    else:
+        mode = "" if data_cfg.get("mode", "chunk") == "chunk" else f"-{data_cfg.mode}"
+        name = f"{data_cfg.name}-{data_cfg.get('tokenizer', 'word')}{mode}"
+        source_type, source = "local", {"uri": str(info.get("source", ""))}
+    profile = {
+        "vocab_size": data.vocab_size,
+        **{
+            k: info[k]
+            for k in ("n_train_tokens", "n_val_tokens", "n_train_blocks", "n_val_blocks")
+            if k in info
+        },
+        "seq_len": int(data_cfg.seq_len),
+    }
+    if data.entropy_floor_ppl is not None:
+        profile["entropy_floor_ppl"] = round(float(data.entropy_floor_ppl), 4)
+    return Dataset(
+        name, digest.hexdigest()[:12], source_type, json.dumps(source), profile=json.dumps(profile)
+    )
+
+
 def git_sha() -> str:
+    """The commit of the code that runs: the package's checkout (which also holds the built-in
+    configs), not the project root, which may be another checkout or a researcher's folder."""
     try:
-        root = project_root()
+        root = Path(__file__).resolve().parent
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -162,8 +296,28 @@ class RunLogger:
         if items:
             with_retry(lambda: self.client.log_batch(self.run_id, tags=items))
 
+    def dataset(self, dataset: Any, context: str = "train") -> None:
+        """Log an mlflow Dataset as this run's input (shown in the runs table's Dataset column)."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        with_retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+
+    def copy_inputs(self, source_run_id: str) -> None:
+        """Log the dataset inputs of another run (a reused run trained on the same data)."""
+        inputs = with_retry(lambda: self.client.get_run(source_run_id)).inputs
+        if inputs is not None and inputs.dataset_inputs:
+            with_retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs.dataset_inputs))
+
     def artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path))
+
+    def text_artifact(self, name: str, text: str) -> None:
+        """Log `text` as the artifact file `name` (e.g. config.yaml, summary.md)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.artifact(path)
 
     def finish(self, status: str) -> None:
         self.flush()

@@ -1,4 +1,16 @@
-"""The one training code path: `adrlab run`, sweeps and ADR experiments all call `train()`."""
+"""The one training code path: `adrlab run`, sweeps and ADR experiments all call `train()`.
+
+`train()` is a short sequence of stages, each a function a test can call on its own:
+
+    plan = prepare(cfg)            which run: new, resumed from its checkpoint, or a cache hit
+    setup = build(plan)            data, model, optimizer, schedules, derived params
+    state = start(setup, plan)     open the MLflow run (or reopen it and load the checkpoint)
+    fit(setup, state, callback)    the epochs: train_epoch (train_step per batch), end_epoch
+    result = finish(setup, state)  state tag, summary, MLflow status, checkpoint cleanup
+
+Everything a run writes to MLflow goes through `tracking.RunLogger`, called from the stages
+at named points: open_tracked_run, log_step, end_epoch, abort_tracked_run, finish.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +18,47 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.optim import Optimizer
 
-from adrlab import tracking
-from adrlab.config import config_hash, flatten, project_root
+from adrlab import run_names, tracking
+from adrlab.config import config_hash, flatten
 from adrlab.data import TokenData, build_data
+from adrlab.lm import (
+    applied_decay,
+    autocast,
+    divergence_bound,
+    epoch_order,
+    evaluate,
+    grad_norm,
+    lm_loss,
+    matrix_rms,
+)
 from adrlab.model import Transformer
 from adrlab.optim import (
+    DecaySpec,
     build_optimizer,
     derived_params,
     group_hyperparams,
     resolve_decay,
     set_step_hyperparams,
 )
-from adrlab.schedules import build_schedule
+from adrlab.provenance import TAG_CODE_HASH, training_code_hash
+from adrlab.runstore import (
+    checkpoint_path,
+    epochs_of,
+    find_resumable,
+    find_reusable,
+    load_checkpoint,
+    save_checkpoint,
+)
+from adrlab.schedules import Schedule, build_schedule
 
 # Called after each epoch with (epoch, epoch metrics); may raise Pruned to stop the run early.
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -57,7 +87,77 @@ class RunResult:
         return self.epochs[-1]["val_ppl"] if self.epochs else math.inf
 
 
-# --------------------------------------------------------------------------- helpers
+@dataclass
+class RunPlan:
+    """What `prepare` decided: where the run is tracked, and whether it is new, resumed or reused."""
+
+    cfg: DictConfig
+    threads: int
+    config_hash: str
+    uri: str
+    experiment_id: str
+    tags: dict[str, Any]
+    resume_run_id: str | None = None  # continue this run from its checkpoint
+    reuse_source: str | None = None  # a finished run with the same config: copy it, don't train
+
+
+@dataclass
+class TrainingSetup:
+    """What `build` makes from the config; the loop reads it and never rebinds it."""
+
+    cfg: DictConfig
+    config_hash: str
+    device: torch.device
+    data: TokenData
+    model: Transformer
+    optimizer: Optimizer
+    schedule: Schedule
+    decay: DecaySpec
+    derived: dict[str, Any]  # logged once as derived.* params and shown in the summary
+    steps_per_epoch: int
+    divergence_bound: float
+    progress: Progress
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg.trainer.batch_size)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.cfg.trainer.epochs)
+
+
+@dataclass
+class RunState:
+    """What changes while a run trains; a checkpoint holds enough of it to resume."""
+
+    logger: tracking.RunLogger
+    result: RunResult
+    start_epoch: int = 1
+    global_step: int = 0  # optimizer steps taken so far
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+
+class Progress:
+    """tqdm bars on a terminal, silence elsewhere (CI logs stay short)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        mode = cfg.trainer.progress
+        self.enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+
+    def bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.enabled, dynamic_ncols=True)
+
+    def write(self, text: str) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)
 
 
 def set_threads(cfg: DictConfig) -> int:
@@ -81,159 +181,6 @@ def pick_device(cfg: DictConfig) -> torch.device:
     return torch.device(wanted)
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int | None) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over non-pad targets, and how many targets counted."""
-    ignore = -100 if pad_id is None else pad_id
-    total = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=ignore,
-        reduction="sum",
-    )
-    count = targets.numel() if pad_id is None else int((targets != pad_id).sum())
-    return total, count
-
-
-@torch.no_grad()
-def evaluate(
-    model: Transformer, blocks: torch.Tensor, cfg: DictConfig, pad_id: int | None, device: torch.device
-) -> float:
-    """Mean val loss per non-pad token (val PPL = exp of it)."""
-    model.eval()
-    total, count = 0.0, 0
-    batch = int(cfg.trainer.eval_batch_size)
-    for i, start in enumerate(range(0, blocks.shape[0], batch)):
-        if cfg.trainer.max_eval_batches is not None and i >= cfg.trainer.max_eval_batches:
-            break
-        chunk = blocks[start : start + batch].to(device)
-        with autocast(cfg, device):
-            logits = model(chunk[:, :-1])
-        loss, n = lm_loss(logits, chunk[:, 1:], pad_id)
-        total += float(loss)
-        count += n
-    model.train()
-    return total / max(count, 1)
-
-
-def autocast(cfg: DictConfig, device: torch.device):
-    enabled = device.type == "cuda" and cfg.trainer.dtype == "bfloat16"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of an epoch depends only on (seed, epoch): resume replays it exactly."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n_blocks, generator=generator)
-
-
-def matrix_rms(model: Transformer) -> float:
-    """Weight RMS of the hidden matrices (the tensors √(η/2λ) is a prediction for)."""
-    roles = model.param_roles()
-    sq, n = 0.0, 0
-    for name, p in model.named_parameters():
-        if roles[name] == "matrix":
-            sq += float(p.detach().float().pow(2).sum())
-            n += p.numel()
-    return math.sqrt(sq / max(n, 1))
-
-
-def grad_norm(model: torch.nn.Module) -> float:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-
-
-def applied_decay(mode: str, hyper: dict[str, float]) -> float:
-    """The multiplicative shrink θ ← (1 − d)θ the main group received this step (0 if none)."""
-    if mode == "per_step":
-        return hyper["wd"]
-    if mode == "decoupled":
-        return hyper["lr"] * hyper["wd"]
-    return 0.0
-
-
-def divergence_bound(cfg: DictConfig, vocab_size: int) -> float:
-    if cfg.trainer.divergence_loss is not None:
-        return float(cfg.trainer.divergence_loss)
-    return 3.0 * math.log(vocab_size)
-
-
-class Progress:
-    """tqdm bars on a terminal, silence elsewhere (CI logs stay short)."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        mode = cfg.trainer.progress
-        self.enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
-
-    def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, disable=not self.enabled, dynamic_ncols=True)
-
-    def write(self, text: str) -> None:
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            tqdm.write(text)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
-    """`trainer.checkpoint_dir` (relative to the project root; on a filesystem every node shares,
-    a trial retried on another node resumes from it), else <runs_dir>/checkpoints."""
-    root = cfg.trainer.get("checkpoint_dir")
-    if not root:
-        return tracking.runs_dir(cfg) / "checkpoints" / run_id / "last.pt"
-    path = Path(str(root)).expanduser()
-    return (path if path.is_absolute() else project_root() / path) / run_id / "last.pt"
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-save never leaves a torn checkpoint
-
-
-def find_resumable(uri: str, experiment: str, chash: str, cfg: DictConfig) -> str | None:
-    runs = tracking.search_runs(uri, [experiment], f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}'")
-    if runs.empty:
-        return None
-    runs = runs[runs["status"] != "FINISHED"].sort_values("start_time", ascending=False)
-    for run_id in runs["run_id"]:
-        if checkpoint_path(cfg, run_id).is_file():
-            return str(run_id)
-    return None
-
-
-def find_reusable(uri: str, chash: str) -> str | None:
-    """A FINISHED, complete run with this config hash in any experiment of the store."""
-    runs = tracking.search_runs(
-        uri,
-        None,
-        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{chash}' and tags.`{tracking.TAG_STATE}` = 'COMPLETE'",
-        statuses=["FINISHED"],
-    )
-    if runs.empty:
-        return None
-    # Never reuse a run that was itself a cache hit: point at the run that trained.
-    if f"tags.{tracking.TAG_REUSED_FROM}" in runs:
-        runs = runs[runs[f"tags.{tracking.TAG_REUSED_FROM}"].isna()]
-    return None if runs.empty else str(runs.sort_values("start_time").iloc[0]["run_id"])
-
-
-def epochs_of(uri: str, run_id: str) -> list[dict[str, float]]:
-    keys = ["val_loss", "val_ppl", "train_loss_epoch", "epoch_time", "weight_rms_epoch"]
-    history = tracking.metric_history(uri, run_id, keys)
-    if history.empty:
-        return []
-    table = history.pivot_table(index="step", columns="metric", values="value", aggfunc="last")
-    return [{"epoch": int(step), **row.dropna().to_dict()} for step, row in table.iterrows()]
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -254,15 +201,47 @@ def train(
     run_id: continue this MLflow run from its checkpoint (resume); `cfg.resume` does the same
     from the command line (true = the newest unfinished run with this config hash).
     """
+    plan = prepare(cfg, run_id=run_id, parent_run_id=parent_run_id, extra_tags=extra_tags)
+    if plan.reuse_source is not None:
+        return reuse(plan)
+    setup = build(plan)
+    state = start(setup, plan, on_run)
+    fit(setup, state, epoch_callback)
+    return finish(setup, state)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare(
+    cfg: DictConfig,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> RunPlan:
+    """Set threads, make sure the experiment exists, and decide: resume, reuse or a new run."""
     threads = set_threads(cfg)
-    seed = int(cfg.seed)
     chash = config_hash(cfg)
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(uri, cfg.tracking.experiment, cfg)
+    tags = run_tags(cfg, chash, parent_run_id, extra_tags)
+    plan = RunPlan(cfg, threads, chash, uri, experiment_id, tags, resume_run_id=run_id)
+    if plan.resume_run_id is None:
+        plan.resume_run_id = resume_target(cfg, uri, chash)
+    if plan.resume_run_id is None and cfg.tracking.reuse:
+        plan.reuse_source = find_reusable(uri, chash, training_code_hash())
+    return plan
+
+
+def run_tags(
+    cfg: DictConfig, chash: str, parent_run_id: str | None, extra_tags: dict[str, str] | None
+) -> dict[str, Any]:
     tags = {
         tracking.TAG_CONFIG_HASH: chash,
         tracking.TAG_GIT_SHA: tracking.git_sha(),
-        tracking.TAG_SEED: seed,
+        TAG_CODE_HASH: training_code_hash(),
+        tracking.TAG_SEED: int(cfg.seed),
         tracking.TAG_SCALE: cfg.scale,
         tracking.TAG_ARM: cfg.arm,
         **{str(k): str(v) for k, v in (cfg.tags or {}).items()},
@@ -270,230 +249,302 @@ def train(
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(run_names.labels(cfg, tags))  # name (and an ADR run's description) in mlflow ui
+    return tags
 
-    resume_flag = str(cfg.resume).strip().lower()
-    if run_id is None and resume_flag not in ("false", "none", "", "0", "no"):
-        if resume_flag == "true":
-            run_id = find_resumable(uri, cfg.tracking.experiment, chash, cfg)
-            if run_id is None:
-                print(f"adrlab: nothing to resume for config {chash}; starting a new run", file=sys.stderr)
-        else:
-            run_id = str(cfg.resume)
-    if run_id is None and cfg.tracking.reuse:
-        cached = find_reusable(uri, chash)
-        if cached is not None:
-            return _record_reuse(uri, experiment_id, cfg, cached, tags)
 
-    torch.manual_seed(seed)
+def resume_target(cfg: DictConfig, uri: str, chash: str) -> str | None:
+    """The run `cfg.resume` asks to continue: none, the newest resumable one (true), or an id."""
+    flag = str(cfg.resume).strip().lower()
+    if flag in ("false", "none", "", "0", "no"):
+        return None
+    if flag != "true":
+        return str(cfg.resume)
+    found = find_resumable(uri, cfg.tracking.experiment, chash, cfg)
+    if found is None:
+        print(f"adrlab: nothing to resume for config {chash}; starting a new run", file=sys.stderr)
+    return found
+
+
+def reuse(plan: RunPlan) -> RunResult:
+    """A cache hit: a new, visibly tagged run holding a copy of the finished run's params and
+    full metric history (per step and per epoch), so reports read it like any other run."""
+    source = plan.reuse_source
+    assert source is not None
+    original = tracking.with_retry(lambda: tracking.client(plan.uri).get_run(source))
+    tags = {**plan.tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
+    logger = create_tracked_run(plan, tags)
+    logger.params({**original.data.params, **flatten(plan.cfg)})
+    logger.copy_inputs(source)
+    history = tracking.metric_history(plan.uri, source, sorted(original.data.metrics))
+    for metric, step, value in history.itertuples(index=False):
+        logger.metric(metric, value, step)
+    logger.finish("FINISHED")
+    return RunResult(
+        run_id=logger.run_id, state="COMPLETE", epochs=epochs_of(plan.uri, source), reused_from=source
+    )
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(plan: RunPlan) -> TrainingSetup:
+    """Seed, then data, model, optimizer and schedules, in the order that fixes the RNG stream."""
+    cfg = plan.cfg
+    torch.manual_seed(int(cfg.seed))
     device = pick_device(cfg)
     data = build_data(cfg.data, cache_dir=tracking.runs_dir(cfg) / "cache")
-    n_blocks = data.train.shape[0]
-    batch_size = int(cfg.trainer.batch_size)
-    full_epoch_steps = math.ceil(n_blocks / batch_size)  # S = ceil(N/B) of the real train split
+    full_epoch_steps = math.ceil(data.train.shape[0] / int(cfg.trainer.batch_size))  # S = ceil(N/B)
     steps_per_epoch = full_epoch_steps
     if cfg.trainer.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.max_steps_per_epoch))
     total_steps = steps_per_epoch * int(cfg.trainer.epochs)
 
     model = Transformer(cfg.model, vocab_size=data.vocab_size).to(device)
-    decay = resolve_decay(cfg, full_epoch_steps)
+    decay = resolve_decay(cfg, full_epoch_steps)  # timescale λ uses the real split, not the cap
     optimizer = build_optimizer(model, cfg, decay)
     schedule = build_schedule(cfg, total_steps=total_steps, base_lr=float(cfg.optimizer.lr), decay=decay)
     derived = derived_params(cfg, decay, steps_per_epoch)
     derived["entropy_floor_ppl"] = data.entropy_floor_ppl if data.entropy_floor_ppl is not None else "n/a"
     derived["n_params"] = sum(p.numel() for p in model.parameters())
     derived["n_train_tokens"] = data.info.get("n_train_tokens", 0)
-    derived["threads"] = threads
+    derived["threads"] = plan.threads
+    return TrainingSetup(
+        cfg=cfg,
+        config_hash=plan.config_hash,
+        device=device,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        decay=decay,
+        derived=derived,
+        steps_per_epoch=steps_per_epoch,
+        divergence_bound=divergence_bound(cfg, data.vocab_size),
+        progress=Progress(cfg),
+    )
 
-    c = tracking.client(uri)
-    start_epoch, global_step, history = 1, 0, []
-    if run_id is not None:
-        ckpt_file = checkpoint_path(cfg, run_id)
-        if not ckpt_file.is_file():
-            raise RuntimeError(f"cannot resume run {run_id}: no checkpoint at {ckpt_file}")
-        state = torch.load(ckpt_file, map_location=device, weights_only=False)
-        if state["config_hash"] != chash:
-            raise RuntimeError(
-                f"cannot resume run {run_id}: its config hash {state['config_hash']} differs from {chash}; "
-                "pass the same overrides as the original run"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], state["history"]
-        tracking.with_retry(lambda: c.update_run(run_id, status="RUNNING"))
-        if on_run is not None:
-            on_run(run_id)
-        logger = tracking.RunLogger(uri, run_id)
-    else:
-        run = tracking.with_retry(
-            lambda: c.create_run(
-                experiment_id,
-                tags={k: str(v) for k, v in tags.items() if v is not None},
-                run_name=cfg.tracking.run_name or cfg.arm,
-            )
+
+# --------------------------------------------------------------------------- start
+
+
+def start(setup: TrainingSetup, plan: RunPlan, on_run: Callable[[str], None] | None = None) -> RunState:
+    """Open a new MLflow run, or reopen the one being resumed and restore its checkpoint
+    (weights, optimizer state, RNG, epoch, step and the epochs logged so far). `on_run` hears
+    the run id as soon as the run exists, before anything is logged to it."""
+    if plan.resume_run_id is None:
+        logger = open_tracked_run(setup, plan, on_run)
+        return RunState(logger, RunResult(run_id=logger.run_id, state="COMPLETE"))
+    run_id = plan.resume_run_id
+    ckpt = load_checkpoint(setup.cfg, run_id, setup.config_hash, setup.device)
+    setup.model.load_state_dict(ckpt["model"])
+    setup.optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    logger = tracking.RunLogger(plan.uri, run_id)
+    tracking.with_retry(lambda: logger.client.update_run(run_id, status="RUNNING"))
+    if on_run is not None:
+        on_run(run_id)
+    result = RunResult(run_id=run_id, state="COMPLETE", epochs=list(ckpt["history"]))
+    return RunState(logger, result, start_epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"])
+
+
+def create_tracked_run(plan: RunPlan, tags: dict[str, Any]) -> tracking.RunLogger:
+    c = tracking.client(plan.uri)
+    run = tracking.with_retry(
+        lambda: c.create_run(
+            plan.experiment_id,
+            tags={k: str(v) for k, v in tags.items() if v is not None},
+            run_name=tags[tracking.TAG_RUN_NAME],
         )
-        run_id = run.info.run_id
-        if on_run is not None:
-            on_run(run_id)
-        logger = tracking.RunLogger(uri, run_id)
-        logger.params({**flatten(cfg), **{f"derived.{k}": v for k, v in derived.items()}})
-        _log_config_artifact(logger, cfg)
+    )
+    return tracking.RunLogger(plan.uri, run.info.run_id)
 
-    progress = Progress(cfg)
-    bound = divergence_bound(cfg, data.vocab_size)
-    log_every = int(cfg.trainer.log_every)
-    clip = float(cfg.trainer.grad_clip)
-    tokens_per_step = batch_size * int(cfg.data.seq_len)
-    result = RunResult(run_id=run_id, state="COMPLETE", epochs=list(history))
-    model.train()
+
+def open_tracked_run(
+    setup: TrainingSetup, plan: RunPlan, on_run: Callable[[str], None] | None = None
+) -> tracking.RunLogger:
+    """A new run with its tags, the flattened config and derived.* params, and config.yaml."""
+    logger = create_tracked_run(plan, plan.tags)
+    if on_run is not None:
+        on_run(logger.run_id)  # a kill while params are logged still leaves the trial its run
+    logger.params({**flatten(setup.cfg), **{f"derived.{k}": v for k, v in setup.derived.items()}})
+    logger.text_artifact("config.yaml", OmegaConf.to_yaml(setup.cfg, resolve=True))
+    logger.dataset(tracking.training_dataset(setup.cfg.data, setup.data))
+    return logger
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(setup: TrainingSetup, state: RunState, epoch_callback: EpochCallback | None = None) -> None:
+    """Train from `state.start_epoch` to the last epoch, or until the run diverges or is pruned.
+    Anything else that escapes marks the MLflow run KILLED (Ctrl-C) or FAILED, then propagates."""
+    setup.model.train()
     loop_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, int(cfg.trainer.epochs) + 1):
+        for epoch in range(state.start_epoch, setup.epochs + 1):
             epoch_start = time.perf_counter()
-            order = epoch_order(n_blocks, seed, epoch)
-            loss_sum, loss_steps = 0.0, 0
-            interval_start, interval_tokens = time.perf_counter(), 0
-            bar = progress.bar(steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
-            for step_in_epoch in range(steps_per_epoch):
-                idx = order[step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]
-                batch = data.train[idx].to(device, non_blocking=True)
-                set_step_hyperparams(
-                    optimizer, schedule.lr_multiplier(global_step), schedule.wd_multiplier(global_step)
-                )
-                global_step += 1
-                log_now = global_step % log_every == 0 or global_step == 1
-                with autocast(cfg, device):
-                    logits = model(batch[:, :-1])
-                loss_total, count = lm_loss(logits, batch[:, 1:], data.pad_id)
-                loss = loss_total / max(count, 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # Read before the step: Muon-style optimizers may overwrite .grad in place.
-                if clip > 0:
-                    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-                else:
-                    gnorm = grad_norm(model) if log_now else math.nan
-                optimizer.collect_stats = log_now
-                optimizer.step()
-                loss_value = float(loss.detach())
-                interval_tokens += tokens_per_step
-                if not math.isfinite(loss_value) or loss_value > bound:
-                    result.state = "DIVERGED"
-                    result.failure_reason = (
-                        "nan_loss" if not math.isfinite(loss_value) else "loss_above_bound"
-                    )
-                    logger.metrics(
-                        {"train_loss": loss_value if math.isfinite(loss_value) else 1e30}, global_step
-                    )
-                    break
-                loss_sum += loss_value
-                loss_steps += 1
-                if log_now and cfg.tracking.log_steps:
-                    elapsed = time.perf_counter() - interval_start
-                    hyper = group_hyperparams(optimizer)
-                    point = {
-                        "train_loss": loss_value,
-                        "grad_norm": gnorm,
-                        "weight_rms": matrix_rms(model),
-                        "tokens_per_s": interval_tokens / max(elapsed, 1e-9),
-                        "decay": applied_decay(decay.mode, hyper),
-                        **hyper,
-                        **getattr(optimizer, "last_stats", {}),
-                    }
-                    logger.metrics(point, global_step)
-                    interval_start, interval_tokens = time.perf_counter(), 0
-                bar.update(1)
-                if log_now:
-                    bar.set_postfix(loss=f"{loss_value:.3f}")
-            bar.close()
-            if result.state == "DIVERGED":
-                break
-            val_loss = evaluate(model, data.val, cfg, data.pad_id, device)
-            metrics = {
-                "val_loss": val_loss,
-                "val_ppl": math.exp(min(val_loss, 700.0)),
-                "train_loss_epoch": loss_sum / max(loss_steps, 1),
-                "epoch_time": time.perf_counter() - epoch_start,
-                "weight_rms_epoch": matrix_rms(model),
-            }
-            logger.metrics(metrics, epoch)
-            logger.flush()
-            result.epochs.append({"epoch": epoch, **metrics})
-            progress.write(
-                f"epoch {epoch:>3}  train {metrics['train_loss_epoch']:.4f}  val {val_loss:.4f}  "
-                f"ppl {metrics['val_ppl']:.2f}  ({metrics['epoch_time']:.1f}s)"
-            )
-            if not math.isfinite(val_loss) or val_loss > bound:
-                result.state, result.failure_reason = "DIVERGED", "val_loss_above_bound"
-                break
-            if cfg.trainer.checkpoint:
-                save_checkpoint(
-                    checkpoint_path(cfg, run_id),
-                    {
-                        "config_hash": chash,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "epoch": epoch,
-                        "global_step": global_step,
-                        "history": result.epochs,
-                    },
-                )
+            train_loss = train_epoch(setup, state, epoch)
+            if train_loss is None:
+                break  # diverged inside the epoch
+            metrics = end_epoch(setup, state, epoch, train_loss, epoch_start)
+            if metrics is None:
+                break  # diverged on the validation set
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
     except Pruned as exc:
-        result.state, result.failure_reason = "PRUNED", str(exc) or "pruned"
+        state.result.state, state.result.failure_reason = "PRUNED", str(exc) or "pruned"
     except KeyboardInterrupt:
-        logger.tags({tracking.TAG_STATE: "KILLED", tracking.TAG_FAILURE: "interrupted"})
-        logger.finish("KILLED")
+        abort_tracked_run(state.logger, "KILLED", "interrupted")
         raise
     except BaseException as exc:
-        logger.tags({tracking.TAG_STATE: "FAILED", tracking.TAG_FAILURE: f"error: {type(exc).__name__}"})
-        logger.finish("FAILED")
+        abort_tracked_run(state.logger, "FAILED", f"error: {type(exc).__name__}")
         raise
+    state.result.train_seconds = time.perf_counter() - loop_start
 
-    result.train_seconds = time.perf_counter() - loop_start
-    logger.tags({tracking.TAG_STATE: result.state, tracking.TAG_FAILURE: result.failure_reason})
-    _log_summary(logger, cfg, result, derived)
+
+def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | None:
+    """One pass over the epoch's batches: the mean train loss, or None if the run diverged."""
+    cfg, batch_size, bound = setup.cfg, setup.batch_size, setup.divergence_bound
+    log_every = int(cfg.trainer.log_every)
+    tokens_per_step = batch_size * int(cfg.data.seq_len)
+    train_blocks = setup.data.epoch_train(epoch)  # a new sample per epoch when the source streams
+    order = epoch_order(train_blocks.shape[0], int(cfg.seed), epoch)
+    loss_sum, loss_steps = 0.0, 0
+    interval_start, interval_tokens = time.perf_counter(), 0
+    bar = setup.progress.bar(setup.steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
+    for i in range(setup.steps_per_epoch):
+        batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]].to(setup.device, non_blocking=True)
+        state.global_step += 1
+        log_now = state.global_step % log_every == 0 or state.global_step == 1
+        loss, gnorm = train_step(setup, batch, state.global_step - 1, log_now)
+        interval_tokens += tokens_per_step
+        if not math.isfinite(loss) or loss > bound:
+            state.result.state = "DIVERGED"
+            state.result.failure_reason = "nan_loss" if not math.isfinite(loss) else "loss_above_bound"
+            state.logger.metrics({"train_loss": loss if math.isfinite(loss) else 1e30}, state.global_step)
+            break
+        loss_sum += loss
+        loss_steps += 1
+        evaluate_every_steps(setup, state)
+        if log_now and cfg.tracking.log_steps:
+            tokens_per_s = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
+            log_step(setup, state, loss, gnorm, tokens_per_s)
+            interval_start, interval_tokens = time.perf_counter(), 0
+        bar.update(1)
+        if log_now:
+            bar.set_postfix(loss=f"{loss:.3f}")
+    bar.close()
+    return None if state.result.state == "DIVERGED" else loss_sum / max(loss_steps, 1)
+
+
+def evaluate_every_steps(setup: TrainingSetup, state: RunState) -> None:
+    """`trainer.eval_every_steps`: validation inside the epoch, logged at the global step as
+    val_loss_step / val_ppl_step. Evaluation draws no random numbers and leaves the model in
+    train mode, so the training trajectory is the same with or without it."""
+    every = int(setup.cfg.trainer.eval_every_steps)
+    if every <= 0 or state.global_step % every != 0:
+        return
+    val_loss = evaluate(setup.model, setup.data.val, setup.cfg, setup.data.pad_id, setup.device)
+    point = {"val_loss_step": val_loss, "val_ppl_step": math.exp(min(val_loss, 700.0))}
+    state.logger.metrics(point, state.global_step)
+
+
+def train_step(setup: TrainingSetup, batch: torch.Tensor, step: int, measure: bool) -> tuple[float, float]:
+    """One optimizer step at 0-based global `step`: the batch loss and the grad norm read
+    before the step (NaN when neither clipping nor `measure` asked for it)."""
+    optimizer, model = setup.optimizer, setup.model
+    set_step_hyperparams(optimizer, setup.schedule.lr_multiplier(step), setup.schedule.wd_multiplier(step))
+    with autocast(setup.cfg, setup.device):
+        logits = model(batch[:, :-1])
+    loss_total, count = lm_loss(logits, batch[:, 1:], setup.data.pad_id)
+    loss = loss_total / max(count, 1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    # Read before the step: Muon-style optimizers may overwrite .grad in place.
+    clip = float(setup.cfg.trainer.grad_clip)
+    if clip > 0:
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    else:
+        gnorm = grad_norm(model) if measure else math.nan
+    optimizer.collect_stats = measure
+    optimizer.step()
+    return float(loss.detach()), gnorm
+
+
+def log_step(setup: TrainingSetup, state: RunState, loss: float, gnorm: float, tokens_per_s: float) -> None:
+    """The per-step metrics at `state.global_step` (see docs/INTERFACES.md)."""
+    hyper = group_hyperparams(setup.optimizer)
+    point = {
+        "train_loss": loss,
+        "grad_norm": gnorm,
+        "weight_rms": matrix_rms(setup.model),
+        "tokens_per_s": tokens_per_s,
+        "decay": applied_decay(setup.decay.mode, hyper),
+        **hyper,
+        **getattr(setup.optimizer, "last_stats", {}),
+    }
+    state.logger.metrics(point, state.global_step)
+
+
+def end_epoch(
+    setup: TrainingSetup, state: RunState, epoch: int, train_loss: float, epoch_start: float
+) -> dict[str, float] | None:
+    """Evaluate, log the epoch's metrics, checkpoint. The metrics, or None if val diverged."""
+    val_loss = evaluate(setup.model, setup.data.val, setup.cfg, setup.data.pad_id, setup.device)
+    metrics = {
+        "val_loss": val_loss,
+        "val_ppl": math.exp(min(val_loss, 700.0)),
+        "train_loss_epoch": train_loss,
+        "epoch_time": time.perf_counter() - epoch_start,
+        "weight_rms_epoch": matrix_rms(setup.model),
+    }
+    state.logger.metrics(metrics, epoch)
+    state.logger.flush()
+    state.result.epochs.append({"epoch": epoch, **metrics})
+    setup.progress.write(
+        f"epoch {epoch:>3}  train {train_loss:.4f}  val {val_loss:.4f}  "
+        f"ppl {metrics['val_ppl']:.2f}  ({metrics['epoch_time']:.1f}s)"
+    )
+    if not math.isfinite(val_loss) or val_loss > setup.divergence_bound:
+        state.result.state, state.result.failure_reason = "DIVERGED", "val_loss_above_bound"
+        return None
+    if setup.cfg.trainer.checkpoint:
+        save_checkpoint(checkpoint_path(setup.cfg, state.run_id), checkpoint_state(setup, state, epoch))
+    return metrics
+
+
+def checkpoint_state(setup: TrainingSetup, state: RunState, epoch: int) -> dict[str, Any]:
+    """What `start` needs to resume after `epoch` and reach the same result."""
+    return {
+        "config_hash": setup.config_hash,
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "global_step": state.global_step,
+        "history": state.result.epochs,
+    }
+
+
+def abort_tracked_run(logger: tracking.RunLogger, state: str, reason: str) -> None:
+    logger.tags({tracking.TAG_STATE: state, tracking.TAG_FAILURE: reason})
+    logger.finish(state)
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def finish(setup: TrainingSetup, state: RunState) -> RunResult:
+    """Tag the outcome, write summary.md, end the MLflow run; a complete run needs no checkpoint."""
+    result = state.result
+    state.logger.tags({tracking.TAG_STATE: result.state, tracking.TAG_FAILURE: result.failure_reason})
+    state.logger.text_artifact("summary.md", summary_markdown(setup.cfg, result, setup.derived))
     status = {"COMPLETE": "FINISHED", "DIVERGED": "FAILED", "PRUNED": "KILLED"}[result.state]
-    logger.finish(status)
+    state.logger.finish(status)
     if result.state == "COMPLETE":
-        shutil.rmtree(checkpoint_path(cfg, run_id).parent, ignore_errors=True)
+        shutil.rmtree(checkpoint_path(setup.cfg, state.run_id).parent, ignore_errors=True)
     return result
-
-
-def _record_reuse(
-    uri: str, experiment_id: str, cfg: DictConfig, source: str, tags: dict[str, Any]
-) -> RunResult:
-    """A cache hit: a new, visibly tagged run holding a copy of the finished run's params and
-    full metric history (per step and per epoch), so reports read it like any other run."""
-    c = tracking.client(uri)
-    original = tracking.with_retry(lambda: c.get_run(source))
-    tags = {**tags, tracking.TAG_REUSED_FROM: source, tracking.TAG_STATE: "COMPLETE"}
-    run = tracking.with_retry(
-        lambda: c.create_run(
-            experiment_id,
-            tags={k: str(v) for k, v in tags.items() if v is not None},
-            run_name=cfg.tracking.run_name or cfg.arm,
-        )
-    )
-    logger = tracking.RunLogger(uri, run.info.run_id)
-    logger.params({**original.data.params, **flatten(cfg)})
-    history = tracking.metric_history(uri, source, sorted(original.data.metrics))
-    for metric, step, value in history.itertuples(index=False):
-        logger.metric(metric, value, step)
-    logger.finish("FINISHED")
-    return RunResult(
-        run_id=run.info.run_id, state="COMPLETE", epochs=epochs_of(uri, source), reused_from=source
-    )
-
-
-def _log_config_artifact(logger: tracking.RunLogger, cfg: DictConfig) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        logger.artifact(path)
 
 
 def summary_markdown(cfg: DictConfig, result: RunResult, derived: dict[str, Any]) -> str:
@@ -527,13 +578,26 @@ def summary_markdown(cfg: DictConfig, result: RunResult, derived: dict[str, Any]
     return "\n".join(lines)
 
 
-def _log_summary(
-    logger: tracking.RunLogger, cfg: DictConfig, result: RunResult, derived: dict[str, Any]
-) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "summary.md"
-        path.write_text(summary_markdown(cfg, result, derived))
-        logger.artifact(path)
-
-
-__all__ = ["EpochCallback", "Pruned", "RunResult", "TokenData", "evaluate", "lm_loss", "train"]
+__all__ = [
+    "EpochCallback",
+    "Pruned",
+    "RunPlan",
+    "RunResult",
+    "RunState",
+    "TokenData",
+    "TrainingSetup",
+    "build",
+    "end_epoch",
+    "epoch_order",
+    "epochs_of",
+    "evaluate",
+    "finish",
+    "fit",
+    "lm_loss",
+    "prepare",
+    "reuse",
+    "start",
+    "train",
+    "train_epoch",
+    "train_step",
+]

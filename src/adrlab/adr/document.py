@@ -20,12 +20,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from adrlab.adr.metrics import LOGGED_METRICS, SIGNED_STATISTICS
+
 STATUSES: tuple[str, ...] = ("Proposed", "Accepted", "Rejected", "Superseded", "Deprecated")
 ROLES: tuple[str, ...] = ("primary", "secondary", "flag")
 COMPARES: tuple[str, ...] = ("<", "<=", ">", ">=")
 RELATIONS: tuple[str, ...] = ("ratio", "difference")
 MODES: tuple[str, ...] = ("min", "max")
 SPREAD_KINDS: tuple[str, ...] = ("ratio", "range", "min", "max")
+DIVERGED_RULES: tuple[str, ...] = ("worst", "as_logged")
 
 # Statistic name -> (required parameters, optional parameters). Parameters are validated
 # by `_validate_statistic`; the computations live in adrlab.adr.stats.
@@ -55,7 +58,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "criteria",
 )
 EXPERIMENT_KEYS: tuple[str, ...] = ("seeds", "overrides", "arms")
-SWEEP_ARM_KEYS: tuple[str, ...] = ("sweep", "overrides")
+SWEEP_ARM_KEYS: tuple[str, ...] = ("sweep", "overrides", "control")
 CRITERION_KEYS: tuple[str, ...] = (
     "id",
     "claim",
@@ -69,6 +72,7 @@ CRITERION_KEYS: tuple[str, ...] = (
     "compare",
     "threshold",
     "min_seeds",
+    "diverged",
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -116,6 +120,7 @@ class Arm:
     overrides: tuple[str, ...] = ()
     sweep: str | None = None
     line: int = 0
+    control: str | None = None  # the no-op arm this arm's intervention must differ from
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class Criterion:
     baseline: str | None = None
     relation: str | None = None
     line: int = 0
+    diverged: str = "worst"  # worst: a diverged run is the worst value; as_logged: opt out
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -497,6 +503,15 @@ class _Validator:
             if not arms_node:
                 self.fail(self.value_line(exp, "arms"), f"{where}.arms", "needs at least one arm")
             arms = {name: self.arm(arms_node, name, f"{where}.arms") for name in arms_node}
+            for name, arm in arms.items():
+                if arm.control is not None and (arm.control not in arms or arm.control == name):
+                    valid = ", ".join(a for a in arms if a != name)
+                    line = self.value_line(arms_node[name], "control")
+                    self.fail(
+                        line,
+                        f"{where}.arms.{name}.control",
+                        f"unknown control arm {arm.control!r}; valid: {valid}",
+                    )
             out[str(scale)] = Experiment(
                 str(scale), tuple(seeds), overrides, arms, self.key_line(node, scale)
             )
@@ -510,8 +525,9 @@ class _Validator:
         value = arms_node[name]
         if isinstance(value, CommentedMap):
             self.known_keys(value, SWEEP_ARM_KEYS, here)
-            sweep = self.string(value, "sweep", here)
-            return Arm(name, self.string_list(value, "overrides", here), sweep, line)
+            sweep = self.string(value, "sweep", here, required="overrides" not in value)
+            control = self.string(value, "control", here, required=False)
+            return Arm(name, self.string_list(value, "overrides", here), sweep, line, control)
         if isinstance(value, CommentedSeq) or value is None:
             return Arm(name, self.string_list(arms_node, name, where), None, line)
         self.fail(
@@ -551,14 +567,16 @@ class _Validator:
                 relation = self.choice(c, "relation", where, RELATIONS, None)
             elif "relation" in c:
                 self.fail(self.key_line(c, "relation"), f"{where}.relation", "needs a 'baseline' arm")
-            metric = str(self.string(c, "metric", where))
+            metric = self.metric(c, where)
             if "statistic" not in c:
                 self.fail(self.map_line(c), where, "missing required key 'statistic'")
             statistic = self.statistic(c, "statistic", f"{where}.statistic", allow_spread=True)
             mode = self.choice(c, "mode", where, MODES, "min")
+            self.consistent(c, where, statistic, relation, mode)
             compare = self.choice(c, "compare", where, COMPARES, None)
             threshold = self.number(c, "threshold", where)
             min_seeds = self.integer(c, "min_seeds", where, minimum=1, default=2)
+            diverged = self.choice(c, "diverged", where, DIVERGED_RULES, "worst")
             out.append(
                 Criterion(
                     id=cid,
@@ -574,9 +592,44 @@ class _Validator:
                     baseline=baseline,
                     relation=relation,
                     line=self.item_line(seq, i),
+                    diverged=diverged,
                 )
             )
         return out
+
+    def metric(self, c: CommentedMap, where: str) -> str:
+        """A metric adrlab logs: a misspelled one would silently turn the criterion into NO DATA."""
+        metric = str(self.string(c, "metric", where))
+        if metric not in LOGGED_METRICS:
+            valid = ", ".join(LOGGED_METRICS)
+            line = self.value_line(c, "metric")
+            self.fail(line, f"{where}.metric", f"adrlab never logs {metric!r}; valid: {valid}")
+        return metric
+
+    def consistent(
+        self, c: CommentedMap, where: str, stat: Statistic, relation: str | None, mode: str
+    ) -> None:
+        """A ratio of a statistic that can change sign inverts the claim when the baseline's
+        value is negative; ``spread kind: min|max`` is the best value over the sweep, which
+        ``mode`` defines."""
+        inner = stat.of if stat.name == "spread" and stat.of is not None else stat
+        spread_ratio = stat.name == "spread" and stat.params.get("kind") == "ratio"
+        if inner.name in SIGNED_STATISTICS and (relation == "ratio" or spread_ratio):
+            key = "relation" if relation == "ratio" else "statistic"
+            self.fail(
+                self.value_line(c, key),
+                f"{where}.{key}",
+                f"a ratio of {inner.name} (which can change sign) can invert the claim; "
+                "use relation: difference (or spread kind: range)",
+            )
+        kind = stat.params.get("kind")
+        if stat.name == "spread" and kind in ("min", "max") and kind != mode:
+            self.fail(
+                self.value_line(c["statistic"], "kind"),
+                f"{where}.statistic.kind",
+                f"kind: {kind} is the best value over the sweep, but mode: {mode} makes the best the "
+                f"{mode}imum; use kind: {mode} (or set mode: {kind})",
+            )
 
     def known_arm(self, c: CommentedMap, key: str, where: str, arm: str, arms: set[str]) -> None:
         if arm not in arms:

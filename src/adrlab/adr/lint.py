@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adrlab.adr.arm_check import arm_checks, number_checks
 from adrlab.adr.document import STATUSES, Adr, AdrError, parse_adr_text
 from adrlab.adr.writeback import block_is_intact, find_block
 
@@ -53,8 +54,10 @@ def adr_files(paths: Iterable[str | Path]) -> list[Path]:
 def lint(paths: Iterable[str | Path]) -> list[LintMessage]:
     """Lint ADR files (or directories of them); never raises for a malformed ADR."""
     messages: list[LintMessage] = []
-    for path in adr_files(paths):
+    files = adr_files(paths)
+    for path in files:
         messages.extend(lint_file(path))
+    messages.extend(LintMessage(*finding) for finding in number_checks(files))
     return messages
 
 
@@ -83,7 +86,8 @@ def lint_file(path: str | Path) -> list[LintMessage]:
     except AdrError as exc:
         return [LintMessage(name, exc.line, ERROR, exc.message), *messages]
     prose = _prose_checks(adr, text, block.start if block else None, block.end if block else None)
-    return prose + _sweep_checks(adr) + messages
+    arms = [LintMessage(*finding) for finding in arm_checks(adr)]
+    return prose + _sweep_checks(adr) + arms + messages
 
 
 def _sweep_checks(adr: Adr) -> list[LintMessage]:

@@ -19,16 +19,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
 
 from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, parse_adr
-from adrlab.adr.runs import all_adr_paths, collect_evidence, experiment_at, find_adr
+from adrlab.adr.history import append_history, history_markdown, verdict_diff
+from adrlab.adr.runs import all_adr_paths, arm_run_overrides, collect_evidence, experiment_at, find_adr
 from adrlab.adr.verdict import AdrVerdict, evaluate, load_evidence, save_evidence
 from adrlab.adr.writeback import EditedBlockError, find_block, render_block, write_verdict
-from adrlab.config import compose, reports_root
+from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import markdown_table
 
-PNG_META = {"Software": None}  # no library version in the file: re-rendering stays byte-stable
+PNG_META = {"Software": None}
+PLOT_BASES: tuple[str, ...] = ("forest", "memory", "sensitivity", "traces", "val_ppl")
+HISTORY = "history.csv"  # no library version in the file: re-rendering stays byte-stable
 
 
 @dataclass
@@ -53,13 +57,23 @@ def adr_report_dir(adr: Adr) -> Path:
 
 
 def data_description(adr: Adr, scale: str) -> str:
+    """What the arms at `scale` train on, from each arm's own composed config (not from the
+    scale's overrides alone: an override that loses, or a sweep arm that never sees the scale's
+    overrides, would otherwise be described as the scale). Arms that differ are named."""
     exp = experiment_at(adr, scale)
-    cfg = compose(list(exp.overrides))
-    text = (
-        f"{cfg.data.name} data, {cfg.model.name} model ({cfg.model.d_model}d × {cfg.model.n_layers} layers), "
-    )
-    text += f"{cfg.trainer.epochs} epochs, seeds {list(exp.seeds)}"
-    return text
+    arms_by_setup: dict[str, list[str]] = {}
+    for arm, override_lists in arm_run_overrides(adr, scale).items():
+        arms_by_setup.setdefault(setup_description(compose(override_lists[0])), []).append(arm)
+    if len(arms_by_setup) == 1:
+        text = next(iter(arms_by_setup))
+    else:
+        text = "; ".join(f"{setup} ({', '.join(arms)})" for setup, arms in arms_by_setup.items())
+    return f"{text}, seeds {list(exp.seeds)}"
+
+
+def setup_description(cfg: DictConfig) -> str:
+    model = f"{cfg.model.name} model ({cfg.model.d_model}d × {cfg.model.n_layers} layers)"
+    return f"{cfg.data.name} data, {model}, {cfg.trainer.epochs} epochs"
 
 
 def evidence_date(evidence: pd.DataFrame) -> str:
@@ -83,17 +97,49 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def swept_params(adr: Adr) -> tuple[str, ...]:
+    """Parameters an ADR sweeps (its spread criteria's ``over``; λ by default)."""
+    keys = {str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"}
+    return tuple(sorted(keys or {"regularizer.weight_decay"}))
+
+
+def curve_labels(evidence: pd.DataFrame, swept: tuple[str, ...]) -> pd.Series:
+    """run_id -> curve label: the arm, plus the swept value for an arm whose runs differ in
+    it (a sweep arm is drawn per swept value, never averaged across λ)."""
+    runs = evidence.drop_duplicates("run_id").set_index("run_id")["arm"].astype(str)
+    labels = runs.copy()
+    params = evidence[(evidence["kind"] == "param") & evidence["metric"].isin(swept)]
+    for key in swept:
+        values = params[params["metric"] == key].drop_duplicates("run_id").set_index("run_id")["value"]
+        for arm in runs.unique():
+            ids = [r for r in runs.index[runs == arm] if r in values.index]
+            if len({str(values[r]) for r in ids}) > 1:
+                for r in ids:
+                    v = values[r]
+                    labels[r] = (
+                        f"{arm} {key.rsplit('.', 1)[-1]}={v:g}"
+                        if isinstance(v, float)
+                        else f"{arm} {key}={v}"
+                    )
+    return labels
+
+
 def plot_epoch_metric(
-    evidence: pd.DataFrame, metric: str, path: Path, floor: float | None = None
+    evidence: pd.DataFrame,
+    metric: str,
+    path: Path,
+    floor: float | None = None,
+    swept: tuple[str, ...] = ("regularizer.weight_decay",),
 ) -> str | None:
     data = _series(evidence, "epoch", metric)
     if data.empty:
         return None
+    data = data.assign(curve=data["run_id"].map(curve_labels(evidence, swept)))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for arm, rows in data.groupby("arm", sort=True):
+    for curve, rows in data.groupby("curve", sort=True):
         table = rows.pivot_table(index="x", columns="run_id", values="value")
         mean = table.mean(axis=1)
-        (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{arm} (n={table.shape[1]})")
+        (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{curve} (n={table.shape[1]})")
         if table.shape[1] > 1:
             ax.fill_between(
                 table.index, table.min(axis=1), table.max(axis=1), color=line.get_color(), alpha=0.15
@@ -103,8 +149,49 @@ def plot_epoch_metric(
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_yscale("log")
-    ax.set_title(f"{metric} per arm (mean, band = min–max over seeds)")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{metric} per arm and swept value (mean, band = min–max over seeds)")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+VERDICT_COLOURS = {
+    "PASS": "tab:green",
+    "FAIL": "tab:red",
+    "INCONCLUSIVE": "tab:orange",
+    "INVALID": "tab:purple",
+}
+
+
+def plot_forest(verdict: AdrVerdict, path: Path) -> str | None:
+    """Each criterion's estimate and 95% interval against its threshold, coloured by verdict
+    (one row per criterion, each on its own axis: the criteria have different units)."""
+    rows = [
+        r
+        for r in verdict.results
+        if np.isfinite(r.estimate) or np.isfinite(r.ci_low) or np.isfinite(r.ci_high)
+    ]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, 0.9 * len(rows) + 0.8), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows):
+        colour = VERDICT_COLOURS.get(r.verdict, "grey")
+        finite = [v for v in (r.estimate, r.ci_low, r.ci_high, r.threshold_value) if np.isfinite(v)]
+        span = (max(finite) - min(finite)) or abs(finite[0]) or 1.0
+        lo_edge, hi_edge = min(finite) - 0.15 * span, max(finite) + 0.15 * span
+        low = r.ci_low if np.isfinite(r.ci_low) else lo_edge
+        high = r.ci_high if np.isfinite(r.ci_high) else hi_edge
+        ax.hlines(0, low, high, color=colour, lw=3)
+        if np.isfinite(r.estimate):
+            ax.plot([r.estimate], [0], "o", color=colour)
+        ax.axvline(r.threshold_value, color="black", ls="--", lw=1)
+        ax.set_xlim(lo_edge, hi_edge)
+        ax.set_yticks([])
+        ax.set_ylabel(r.id, rotation=0, ha="right", va="center", fontsize=7)
+        ax.set_title(f"{r.verdict}: {r.threshold}", fontsize=7, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(
+        f"ADR criteria at scale {verdict.scale}: estimate, 95% interval, threshold (dashed)", fontsize=9
+    )
     return _save(fig, path)
 
 
@@ -138,7 +225,7 @@ def memory_profile(steps: np.ndarray, lr: np.ndarray, decay: np.ndarray) -> tupl
     return eta * keep, float(np.prod(1.0 - d))
 
 
-def plot_memory_and_rms(evidence: pd.DataFrame, path: Path) -> tuple[str | None, list[list[object]]]:
+def plot_memory_and_rms(evidence: pd.DataFrame, path: Path | None) -> tuple[str | None, list[list[object]]]:
     """Memory profile per epoch and measured vs predicted weight RMS (seed 002's checks)."""
     lr_all, dec_all = _series(evidence, "step", "lr"), _series(evidence, "step", "decay")
     if lr_all.empty or dec_all.empty:
@@ -188,6 +275,9 @@ def plot_memory_and_rms(evidence: pd.DataFrame, path: Path) -> tuple[str | None,
     ax2.set_yscale("log")
     ax2.set_title("measured vs predicted equilibrium weight RMS")
     ax2.legend(fontsize=6)
+    if path is None:
+        plt.close(fig)
+        return None, rows_out
     return _save(fig, path), rows_out
 
 
@@ -251,21 +341,90 @@ def derived_table(evidence: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- one ADR
 
 
-def write_adr_report(
-    adr: Adr, verdict: AdrVerdict, evidence: pd.DataFrame, block: str, out: Path
-) -> list[str]:
+def write_plots(adr: Adr, item: ScaleEvidence, out: Path) -> list[str]:
+    """Every plot of one scale (names carry the scale, smoke keeps the plain names)."""
     out.mkdir(parents=True, exist_ok=True)
-    floor = _series(evidence, "param", "derived.entropy_floor_ppl")["value"]
+    ev, scale = item.evidence, item.scale
+    floor = _series(ev, "param", "derived.entropy_floor_ppl")["value"]
+    floor_ppl = float(floor.iloc[0]) if not floor.empty else None
     plots = [
-        plot_epoch_metric(
-            evidence, "val_ppl", out / "val_ppl.png", float(floor.iloc[0]) if not floor.empty else None
-        ),
-        plot_step_traces(evidence, ["grad_norm", "energy_mean"], out / "traces.png"),
-        plot_sensitivity(adr, evidence, out / "sensitivity.png"),
+        plot_epoch_metric(ev, "val_ppl", out / plot_name("val_ppl", scale), floor_ppl, swept_params(adr)),
+        plot_step_traces(ev, ["grad_norm", "energy_mean"], out / plot_name("traces", scale)),
+        plot_sensitivity(adr, ev, out / plot_name("sensitivity", scale)),
+        plot_memory_and_rms(ev, out / plot_name("memory", scale))[0],
+        plot_forest(item.verdict, out / plot_name("forest", scale)) if item.verdict else None,
+    ]  # fmt: skip
+    return [p for p in plots if p]
+
+
+def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
+    ev = item.evidence
+    lines = [f"## Scale `{item.scale}`", ""]
+    table = epoch_table(ev)
+    if table:
+        lines += ["### Val PPL per epoch (mean over seeds)", "", table, ""]
+    derived = derived_table(ev)
+    if derived:
+        lines += ["### Decay per arm (derived at build time)", "", derived, ""]
+    _, memory_rows = plot_memory_and_rms(ev, None)
+    if memory_rows:
+        headers = [
+            "arm",
+            "weight left on init",
+            "max/min epoch share",
+            "final weight RMS",
+            "predicted √(η/2λ)",
+        ]
+        lines += [
+            "### Memory profile and weight RMS",
+            "",
+            markdown_table(headers, memory_rows, ".3g"),
+            "",
+            "A flat profile (max/min share near 1) means every epoch's updates weigh the same in the final "
+            "weights (seed 002); the predicted RMS is η_t/√(2·d_t) with d_t the per-step decay actually "
+            "applied.",
+            "",
+        ]
+    lines += mlflow_section(ev)
+    out = adr_report_dir(adr)
+    for base in PLOT_BASES:
+        name = plot_name(base, item.scale)
+        if (out / name).is_file():
+            lines += [f"![{name}]({name})", ""]
+    return lines
+
+
+def mlflow_section(evidence: pd.DataFrame) -> list[str]:
+    """Each arm's runs, linked to their pages in `mlflow ui`'s training view. A run the store
+    does not hold (evidence from a committed snapshot) gets MLflow's /runs/<id> route, which
+    finds the run wherever it is stored but opens it under GenAI's navigation."""
+    runs = evidence[["arm", "seed", "run_id"]].drop_duplicates().astype({"run_id": str})
+    if runs.empty:
+        return []
+    uri = tracking.tracking_uri(None)
+    found = tracking.run_urls(uri, runs["run_id"])
+    url = {r: found.get(r) or tracking.ui_url(uri, run_id=r) for r in runs["run_id"]}
+    rows = []
+    for arm, group in runs.sort_values(["arm", "seed", "run_id"]).groupby("arm", sort=True):
+        several = group["seed"].duplicated(keep=False).any()  # a sweep arm: many runs per seed
+        links = [
+            f"[{r.run_id[:8] if several else f's{r.seed}'}]({url[r.run_id]})" for r in group.itertuples()
+        ]
+        shown = " · ".join(links[:12]) + (f" · +{len(links) - 12} more" if len(links) > 12 else "")
+        rows.append([arm, len(links), shown])
+    intro = "Each run's page in `mlflow ui` (`make ui`; the store that holds these runs)."
+    return [
+        "### Runs in MLflow",
+        "",
+        intro,
+        "",
+        markdown_table(["arm", "runs", "open in mlflow ui"], rows),
+        "",
     ]
-    memory_png, memory_rows = plot_memory_and_rms(evidence, out / "memory.png")
-    plots.append(memory_png)
-    plots = [p for p in plots if p]
+
+
+def write_adr_report(adr: Adr, judged: list[ScaleEvidence], block: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     lines = [
         f"# ADR-{adr.number}: report",
         "",
@@ -273,37 +432,90 @@ def write_adr_report(
         "",
     ]
     lines += [block.strip(), ""]
-    table = epoch_table(evidence)
-    if table:
-        lines += ["## Val PPL per epoch (mean over seeds)", "", table, ""]
-    derived = derived_table(evidence)
-    if derived:
-        lines += ["## Decay per arm (derived at build time)", "", derived, ""]
-    if memory_rows:
+    history = history_markdown(out / HISTORY)
+    if history:
         lines += [
-            "## Memory profile and weight RMS",
+            "## Verdict history",
             "",
-            markdown_table(
-                [
-                    "arm",
-                    "weight left on init",
-                    "max/min epoch share",
-                    "final weight RMS",
-                    "predicted √(η/2λ)",
-                ],
-                memory_rows,
-                ".3g",
-            ),
+            f"Every change of a verdict ([{HISTORY}]({HISTORY})).",
             "",
-            "A flat profile (max/min share near 1) means every epoch's updates weigh the same in the final "
-            "weights (seed 002); the predicted RMS is η_t/√(2·d_t) with d_t the per-step decay actually "
-            "applied.",
+            history,
             "",
         ]
-    for png in plots:
-        lines += [f"![{png}]({png})", ""]
-    (out / "README.md").write_text("\n".join(lines))
-    return plots
+    for item in judged:
+        lines += _scale_sections(adr, item)
+    text = "\n".join(lines)
+    readme = out / "README.md"
+    if not readme.is_file() or readme.read_text() != text:
+        readme.write_text(text)
+
+
+SNAPSHOT = "runs-{scale}.csv"
+LEGACY_SNAPSHOT = "runs.csv"  # written before evidence had a scale: smoke
+
+
+def snapshot_path(out: Path, scale: str) -> Path:
+    """The committed evidence of one scale; the legacy runs.csv still loads as smoke."""
+    path = out / SNAPSHOT.format(scale=scale)
+    legacy = out / LEGACY_SNAPSHOT
+    return legacy if scale == "smoke" and not path.is_file() and legacy.is_file() else path
+
+
+def plot_name(base: str, scale: str) -> str:
+    return f"{base}.png" if scale == "smoke" else f"{base}-{scale}.png"
+
+
+def vocab_size(adr: Adr, scale: str, evidence: pd.DataFrame) -> float | None:
+    """The uniform PPL for the learning guard: the logged param, else the ADR's config."""
+    if not _series(evidence, "param", "data.vocab_size").empty:
+        return None  # the evidence carries it
+    cfg = compose(list(experiment_at(adr, scale).overrides))
+    return float(cfg.data.vocab_size) if cfg.data.get("vocab_size") else None
+
+
+@dataclass
+class ScaleEvidence:
+    scale: str
+    evidence: pd.DataFrame
+    source: str  # store | snapshot | none
+    verdict: AdrVerdict | None = None
+
+
+def gather(adr: Adr, scale: str, uri: str) -> list[ScaleEvidence]:
+    """Evidence per declared scale: the store for ``scale`` (the one being refreshed), else
+    that scale's own snapshot; judged only from its own rows."""
+    out_dir = adr_report_dir(adr)
+    found = []
+    for s in adr.experiments:
+        evidence, source = (
+            (collect_evidence(adr, s, uri), "store") if s == scale else (pd.DataFrame(), "none")
+        )
+        if evidence.empty:
+            path = snapshot_path(out_dir, s)
+            evidence, source = (load_evidence(path, s), "snapshot") if path.is_file() else (evidence, "none")
+        item = ScaleEvidence(s, evidence, source)
+        if not evidence.empty:
+            item.verdict = evaluate(adr, evidence, s, vocab_size=vocab_size(adr, s, evidence))
+        found.append(item)
+    return found
+
+
+def section_context(adr: Adr, item: ScaleEvidence) -> dict[str, object]:
+    rel = f"../reports/adr-{adr.number}"
+    out = adr_report_dir(adr)
+    if item.verdict is None:
+        exp = experiment_at(adr, item.scale)
+        missing = ", ".join(f"{arm} seed {seed}" for arm in exp.arms for seed in exp.seeds)
+        why = f"no runs in this store and no reports/adr-{adr.number}/{SNAPSHOT.format(scale=item.scale)}"
+        return {"scale": item.scale, "missing": f"{why}; missing: {missing}"}
+    plots = [plot_name(b, item.scale) for b in PLOT_BASES if (out / plot_name(b, item.scale)).is_file()]
+    return {
+        "scale": item.scale,
+        "data": data_description(adr, item.scale),
+        "evidence_date": evidence_date(item.evidence) or "no runs",
+        "evidence": f"{rel}/{snapshot_path(out, item.scale).name}",
+        "plots": [f"{rel}/{p}" for p in plots],
+    }
 
 
 def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) -> AdrOutcome:
@@ -319,41 +531,47 @@ def report_one(path: Path, *, scale: str, check: bool, force: bool, uri: str) ->
     if scale not in adr.experiments:
         return outcome(None, "none", "skipped", f"no experiments at scale {scale}")
     out = adr_report_dir(adr)
-    snapshot = out / "runs.csv"
-    evidence = collect_evidence(adr, scale, uri)
-    source = "store"
-    if evidence.empty:
-        if snapshot.is_file():
-            evidence, source = load_evidence(snapshot), "snapshot"
-        else:
-            source = "none"
-    verdict = evaluate(adr, evidence, scale)
-    date = evidence_date(evidence) if not evidence.empty else ""
-    if source == "store" and not check:
-        save_evidence(evidence, snapshot)
-        write_adr_report(adr, verdict, evidence, "", out)  # plots first: the block links them
-    plots = [p.name for p in sorted(out.glob("*.png"))]
-    context = {
-        "scale": scale,
-        "data": data_description(adr, scale),
-        "evidence_date": date or "no runs",
-        "evidence": f"../reports/adr-{adr.number}/runs.csv",
-        "plots": [f"../reports/adr-{adr.number}/{p}" for p in plots],
-    }
-    block = render_block(verdict, context)
-    if source == "none" and find_block(adr.text, path) is not None:
+    items = gather(adr, scale, uri)
+    judged = [i for i in items if i.verdict is not None]
+    if not check:
+        for item in judged:
+            if item.source == "store":
+                save_evidence(item.evidence, out / SNAPSHOT.format(scale=item.scale))
+                if item.scale == "smoke":
+                    (out / LEGACY_SNAPSHOT).unlink(missing_ok=True)
+            write_plots(adr, item, out)  # plots first: the block links them
+    block = render_block([(i.verdict, section_context(adr, i)) for i in items])
+    headline = judged[-1] if judged else next(i for i in items if i.scale == scale)
+    date = evidence_date(headline.evidence) if judged else ""
+    if not judged and find_block(adr.text, path) is not None:
         kept = "no runs in this store and no snapshot: the committed block is kept"
-        return outcome(verdict, source, "kept", kept, date)
-    result = write_verdict(path, block, check=check, force=force)
-    if source == "store" and not check:
-        write_adr_report(adr, verdict, evidence, block, out)  # the report embeds the final block
-    message = result.message
-    if source == "snapshot":
-        message = (
-            f"runs not in this store: verdicts re-derived from reports/adr-{adr.number}/runs.csv "
-            f"({result.status})"
-        )
-    return outcome(verdict, source, result.status, message, date)
+        return outcome(headline.verdict, "none", "kept", kept, date)
+    if not check:
+        append_history(out / HISTORY, [i.verdict for i in judged], adr.text)
+    status = headline.verdict.recommended_status if headline.verdict else None
+    result = write_verdict(path, block, check=check, force=force, status=status)
+    if not check and judged:
+        write_adr_report(adr, judged, block, out)  # the report embeds the final block
+    return outcome(
+        headline.verdict, _sources(items), result.status, _message(adr, items, scale, result.message), date
+    )
+
+
+def _sources(items: list[ScaleEvidence]) -> str:
+    return ", ".join(f"{i.scale}: {i.source}" for i in items)
+
+
+def _message(adr: Adr, items: list[ScaleEvidence], scale: str, status: str) -> str:
+    parts = []
+    for i in items:
+        if i.verdict is None:
+            parts.append(f"{i.scale}: NO DATA (no runs of this scale)")
+        elif i.source == "snapshot":
+            name = snapshot_path(adr_report_dir(adr), i.scale).name
+            parts.append(f"{i.scale}: re-derived from reports/adr-{adr.number}/{name}")
+        else:
+            parts.append(f"{i.scale}: from the store")
+    return f"{status}; " + "; ".join(parts)
 
 
 def write_index(outcomes: list[AdrOutcome]) -> Path:
@@ -420,3 +638,13 @@ def run_report(
     if not check and not adr_ref:
         print(f"wrote {write_index(outcomes)}")
     return code
+
+
+def print_verdict_diff(ref: str) -> int:
+    """`adrlab report --diff REF`: verdict changes since a git ref, as markdown on stdout."""
+    try:
+        print(verdict_diff(ref, all_adr_paths(), project_root()), end="")
+    except (ValueError, AdrError) as exc:
+        print(f"adrlab: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -10,14 +10,15 @@ import pandas as pd
 import yaml
 
 from adrlab import tracking
-from adrlab.adr.document import Adr, AdrError, Experiment, parse_adr
+from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
+from adrlab.adr.metrics import EPOCH_METRICS, STEP_METRICS
+from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
 from adrlab.config import compose, project_root
 
-TAG_ADR = "adrlab.adr"
-TAG_ADR_SCALE = "adrlab.adr_scale"
-EPOCH_METRICS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch")
+TAG_ADR = tracking.TAG_ADR
+TAG_ADR_SCALE = tracking.TAG_ADR_SCALE
 # Per-step metrics every ADR report draws (grad norm/energy traces, memory profile, weight RMS).
-STEP_METRICS = (
+REPORT_STEP_METRICS = (
     "grad_norm",
     "energy_mean",
     "energy_max",
@@ -43,8 +44,8 @@ PARAMS = (
     "derived.predicted_weight_rms",
     "derived.steps_per_epoch",
     "derived.entropy_floor_ppl",
+    "data.vocab_size",
 )
-EVIDENCE_COLUMNS = ["run_id", "arm", "seed", "status", "kind", "metric", "x", "value"]
 
 
 def adr_dir() -> Path:
@@ -133,11 +134,16 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
 def arm_jobs(exp: Experiment) -> dict[str, tuple[str, int, list[str]]]:
     """Every arm × seed run of the override arms: job name → (arm, seed, overrides)."""
     return {
-        f"{arm.name}-s{seed}": (arm.name, seed, [*arm.overrides, f"seed={seed}", f"arm={arm.name}"])
+        f"{arm.name}-s{seed}": (arm.name, seed, arm_job(arm, seed))
         for arm in exp.arms.values()
         if not arm.sweep
         for seed in exp.seeds
     }
+
+
+def arm_job(arm: Arm, seed: int) -> list[str]:
+    """An override arm's run at one seed; it is composed after the scale's overrides."""
+    return [*arm.overrides, f"seed={seed}", f"arm={arm.name}"]
 
 
 def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
@@ -146,6 +152,24 @@ def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
     done = set(zip(have["arm"], have["seed"])) if not have.empty else set()
     jobs = arm_jobs(experiment_at(adr, scale)).items()
     return {name: overrides for name, (arm, seed, overrides) in jobs if (arm, seed) not in done}
+
+
+def arm_run_overrides(adr: Adr, scale: str) -> dict[str, list[list[str]]]:
+    """Per arm, the override lists its runs at `scale` are composed from (first seed; one list
+    per enqueued point of a sweep arm), built as `run_experiments` builds them: override arms
+    after the scale's overrides, sweep arms from their spec and the arm's own overrides only."""
+    from adrlab.sweep.spec import load_spec
+
+    exp = experiment_at(adr, scale)
+    out: dict[str, list[list[str]]] = {}
+    for arm in exp.arms.values():
+        if not arm.sweep:
+            out[arm.name] = [[*exp.overrides, *arm_job(arm, exp.seeds[0])]]
+            continue
+        spec = load_spec(arm.sweep, list(arm.overrides))
+        seed = [] if spec.seeds[0] is None else [f"seed={spec.seeds[0]}"]
+        out[arm.name] = [[*spec.overrides_for(point), *seed] for point in (spec.enqueue or [{}])]
+    return out
 
 
 def write_job_spec(adr: Adr, scale: str, cfg) -> Path:
@@ -163,7 +187,7 @@ def write_job_spec(adr: Adr, scale: str, cfg) -> Path:
         "jobs": jobs,
         "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
         "tracking": {"experiment": experiment_name(adr)},
-        "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale},
+        "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale, tracking.TAG_ADR_TITLE: adr.title},
     }
     path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,34 +234,41 @@ def run_experiments(
 
 
 def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
-    """The evidence table (docs/INTERFACES.md) of every stored run of the ADR's arms."""
+    """The evidence table (docs/INTERFACES.md) of every stored run of the ADR's arms at
+    ``scale``, each row with the scale, the run's commit (``-dirty`` when the tree was) and
+    its config hash."""
     runs = stored_runs(adr, scale, uri)
     rows: list[tuple] = []
     wanted_params = set(PARAMS) | {
         str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
     }
-    step_metrics = set(STEP_METRICS) | {c.metric for c in adr.criteria if c.metric not in EPOCH_METRICS}
+    step_metrics = set(REPORT_STEP_METRICS) | {c.metric for c in adr.criteria if c.metric in STEP_METRICS}
     for _, run in runs.iterrows():
         status = "FINISHED" if run["state"] == "COMPLETE" else "DIVERGED"
         head = (run["run_id"], run["arm"], int(run["seed"]), status)
+        tail = (scale, _tag(run, tracking.TAG_GIT_SHA), _tag(run, tracking.TAG_CONFIG_HASH))
         history = tracking.metric_history(uri, run["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
         for metric, step, value in history.itertuples(index=False):
             kind = "epoch" if metric in EPOCH_METRICS else "step"
-            rows.append((*head, kind, metric, float(step), float(value)))
+            rows.append((*head, kind, metric, float(step), float(value), *tail))
         for key in sorted(wanted_params):
             raw = run.get(f"params.{key}")
             try:
                 value = float(raw)
             except (TypeError, ValueError):
                 continue
-            rows.append((*head, "param", key, float("nan"), value))
-        rows.append(
-            (*head, "param", "run.start_time", float("nan"), float(run["start_time"].timestamp() * 1000))
-        )
-    frame = pd.DataFrame(rows, columns=EVIDENCE_COLUMNS)
+            rows.append((*head, "param", key, float("nan"), value, *tail))
+        start = float(run["start_time"].timestamp() * 1000)
+        rows.append((*head, "param", "run.start_time", float("nan"), start, *tail))
+    frame = pd.DataFrame(rows, columns=list(EVIDENCE_COLUMNS))
     return frame.sort_values(["arm", "seed", "run_id", "kind", "metric", "x"], kind="stable").reset_index(
         drop=True
     )
+
+
+def _tag(run: pd.Series, tag: str) -> str:
+    value = run.get(f"tags.{tag}")
+    return str(value) if isinstance(value, str) and value else UNKNOWN
 
 
 def run_dates(adr: Adr, scale: str, uri: str) -> dict[str, str]:

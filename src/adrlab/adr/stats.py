@@ -1,9 +1,9 @@
 """Statistics for ADR criteria: per-run values of a metric series, then seed aggregation.
 
 Per run, a criterion's statistic turns one metric series (x = epoch or global step) into a
-number. Over seeds, the estimate is the mean of the per-run values and the 95% interval a
-percentile bootstrap that resamples runs within each arm (or swept-value group)
-independently, with a fixed-seed numpy Generator so a verdict is deterministic.
+number. Over seeds, the estimate and its 95% interval come from one closed-form method per
+kind of statistic (below, and the table in adr/README.md): Student-t, paired by seed where
+the seeds match. Closed forms keep a verdict deterministic without a resampling seed.
 
 Diverged runs are never dropped. A DIVERGED run logs per-epoch values only up to the
 divergence; every later point of the grid the caller passes (adrlab.adr.verdict: every x any
@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from adrlab.adr.document import Statistic
 
-N_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20251130
 CONFIDENCE = 0.95
 SPIKE_WINDOW = 20
 
@@ -188,6 +187,19 @@ def max_spike(
     return float(np.max(ratio))
 
 
+# Statistics where a larger value is worse whatever the metric's mode (variability, rise).
+ALWAYS_WORSE_HIGH: tuple[str, ...] = ("final_over_best", "cv", "max_spike")
+
+
+def diverged_value(name: str, mode: str, value: float) -> float:
+    """A diverged run's per-run statistic: the worst value for every statistic, ``best``
+    included (its pre-divergence best says nothing about a run that blew up).
+    ``epoch_of_best`` has no worse direction and keeps its value."""
+    if name == "epoch_of_best":
+        return value
+    return math.inf if name in ALWAYS_WORSE_HIGH else worst(mode)
+
+
 def run_statistic(s: RunSeries, stat: Statistic) -> float:
     """Dispatch one (non-spread) statistic on one run's series."""
     p = stat.params
@@ -214,6 +226,16 @@ def run_statistic(s: RunSeries, stat: Statistic) -> float:
 
 
 # --------------------------------------------------------------------------- seed aggregation
+#
+# One method per kind of statistic (adr/README.md has the table and the simulated coverage):
+#   relation of two arms, seeds match   paired Student-t on the per-seed log-ratio (ratio)
+#                                       or difference: seeds share initialisation and data order
+#   relation, seeds do not match        Welch's unpaired t on log values (ratio) or values
+#   one arm                             Student-t on the per-run values
+#   spread over a swept parameter       simultaneous (Bonferroni) t-intervals of every swept
+#                                       value's mean, combined by interval arithmetic
+#   a non-finite value (diverged run)   no t: the interval is the range of the values (with
+#                                       the infinite end), the estimate the mean (infinite)
 
 
 def _mean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
@@ -223,9 +245,9 @@ def _mean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
     return float(out) if axis is None else out
 
 
-def spread_of(means: np.ndarray, kind: str, axis: int = 0) -> np.ndarray | float:
+def spread_of(means: np.ndarray, kind: str, axis: int = 0, mode: str = "min") -> np.ndarray | float:
     """Across the swept values' group means: max/min (``ratio``), max−min (``range``), or the
-    best value over the sweep (``min`` / ``max``: a comparison at equal tuning budget)."""
+    best value over the sweep (``min`` / ``max``, the best by ``mode``: equal tuning budget)."""
     hi = np.max(means, axis=axis)
     lo = np.min(means, axis=axis)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -234,96 +256,244 @@ def spread_of(means: np.ndarray, kind: str, axis: int = 0) -> np.ndarray | float
         elif kind == "range":
             out = hi - lo
         else:
-            out = lo if kind == "min" else hi
+            out = lo if mode == "min" else hi
     return float(out) if np.ndim(out) == 0 else out
 
 
-def spread(groups: Mapping[object, Sequence[float]], kind: str = "ratio") -> float:
+def spread(groups: Mapping[object, Sequence[float]], kind: str = "ratio", mode: str = "min") -> float:
     """Spread across a swept parameter: the seed-mean per value, then max/min or max−min."""
     means = np.array([_mean(np.asarray(v, dtype=float)) for v in groups.values()])
-    return float(spread_of(means, kind)) if means.size else math.nan
-
-
-@dataclass(frozen=True)
-class Side:
-    """One arm's per-run values: a single group (plain statistic) or one group per swept
-    value (spread, ``kind`` ratio|range). Groups are resampled independently."""
-
-    groups: tuple[np.ndarray, ...]
-    kind: str | None = None
-
-    @classmethod
-    def plain(cls, values: Sequence[float]) -> Side:
-        return cls((np.asarray(values, dtype=float),))
-
-    @classmethod
-    def spread(cls, groups: Sequence[Sequence[float]], kind: str) -> Side:
-        return cls(tuple(np.asarray(g, dtype=float) for g in groups), kind)
-
-    def reduce(self, means: list[np.ndarray]) -> np.ndarray:
-        if self.kind is None:
-            return means[0]
-        return np.asarray(spread_of(np.stack(means), self.kind, axis=0))
+    return float(spread_of(means, kind, mode=mode)) if means.size else math.nan
 
 
 @dataclass(frozen=True)
 class Interval:
+    """Estimate and interval on the scale of the statistic (a ratio for ``relation: ratio``).
+
+    ``sd`` and ``n``: the per-seed standard deviation on the analysis scale (log for ratios)
+    and the seeds behind it, for the rough number of seeds that would decide; ``groups``: how
+    many simultaneous intervals (Bonferroni) the method combined."""
+
     estimate: float
     low: float
     high: float
+    method: str = ""
+    sd: float = math.nan
+    n: int = 0
+    log: bool = False
+    groups: int = 1
+
+    @property
+    def defined(self) -> bool:
+        return not (math.isnan(self.estimate) or math.isnan(self.low) or math.isnan(self.high))
 
 
-def relate(a: np.ndarray, b: np.ndarray, relation: str) -> np.ndarray:
-    """arm/baseline (ratio) or arm − baseline (difference), inf-safe."""
+def t_quantile(confidence: float, df: float) -> float:
+    """Two-sided Student-t critical value."""
+    return float(scipy_stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
+
+
+def _analysis(values: Sequence[float] | np.ndarray, log: bool) -> np.ndarray:
+    """Values on the analysis scale: log for ratios (a non-positive value becomes NaN)."""
+    x = np.asarray(values, dtype=float)
+    if not log:
+        return x
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x >= 0, np.log(np.where(x >= 0, x, 1.0)), math.nan)
+
+
+def _back(x: float, log: bool) -> float:
+    with np.errstate(over="ignore"):
+        return float(np.exp(x)) if log else float(x)
+
+
+def _undefined(method: str) -> Interval:
+    return Interval(
+        math.nan,
+        -math.inf,
+        math.inf,
+        method + "; undefined (e.g. inf − inf or a ratio of non-positive values)",
+    )
+
+
+def _range_rule(d: np.ndarray, log: bool, method: str) -> Interval:
+    """Conservative rule for non-finite values: the mean (infinite) and the range of values."""
+    if np.isnan(d).any() or (np.isposinf(d).any() and np.isneginf(d).any()):
+        return _undefined(method)
+    est = _mean(d)
+    return Interval(
+        _back(est, log),
+        _back(float(d.min()), log),
+        _back(float(d.max()), log),
+        method + "; non-finite value: range of the values, no t",
+        n=d.size,
+        log=log,
+    )
+
+
+def _t_on(d: np.ndarray, log: bool, method: str, confidence: float) -> Interval:
+    """Student-t interval of the mean of ``d`` (analysis scale), back-transformed."""
+    if d.size == 0:
+        return Interval(math.nan, math.nan, math.nan, method)
+    if not np.isfinite(d).all():
+        return _range_rule(d, log, method)
+    mean = float(np.mean(d))
+    if d.size < 2:
+        return Interval(
+            _back(mean, log),
+            -math.inf if not log else 0.0,
+            math.inf,
+            method + "; one value: no interval",
+            n=1,
+            log=log,
+        )
+    sd = float(np.std(d, ddof=1))
+    half = t_quantile(confidence, d.size - 1) * sd / math.sqrt(d.size)
+    return Interval(
+        _back(mean, log), _back(mean - half, log), _back(mean + half, log), method, sd, d.size, log
+    )
+
+
+def single_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """One arm: Student-t interval of the mean over its runs."""
+    d = np.asarray(values, dtype=float)
+    return _t_on(d, False, f"t over {d.size} runs", confidence)
+
+
+def paired_interval(
+    arm: Sequence[float], baseline: Sequence[float], relation: str, confidence: float = CONFIDENCE
+) -> Interval:
+    """Arm vs baseline, values aligned by seed: paired t on log-ratios (geometric-mean ratio)
+    or on differences."""
+    log = relation == "ratio"
+    with np.errstate(invalid="ignore"):
+        d = _analysis(arm, log) - _analysis(baseline, log)
+    return _t_on(d, log, f"paired t over {d.size} matched seeds", confidence)
+
+
+def welch_interval(
+    arm: Sequence[float], baseline: Sequence[float], relation: str, confidence: float = CONFIDENCE
+) -> Interval:
+    """Arm vs baseline with unmatched seeds: Welch's unpaired t on log values (ratio) or values."""
+    log = relation == "ratio"
+    a, b = _analysis(arm, log), _analysis(baseline, log)
+    method = f"Welch unpaired t (n={a.size}/{b.size})"
+    if a.size == 0 or b.size == 0:
+        return Interval(math.nan, math.nan, math.nan, method)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        with np.errstate(invalid="ignore"):
+            ends = np.array([a.min() - b.max(), a.max() - b.min(), _mean(a) - _mean(b)])
+        if np.isnan(ends).any():
+            return _undefined(method)
+        return Interval(
+            _back(ends[2], log),
+            _back(ends[0], log),
+            _back(ends[1], log),
+            method + "; non-finite value: range of the values, no t",
+            log=log,
+        )
+    est = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return Interval(
+            _back(est, log),
+            _back(-math.inf, log),
+            math.inf,
+            method + "; one run on a side: no interval",
+            log=log,
+        )
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 1.0
+    half = t_quantile(confidence, df) * se
+    n = min(a.size, b.size)
+    return Interval(
+        _back(est, log), _back(est - half, log), _back(est + half, log), method, se * math.sqrt(n), n, log
+    )
+
+
+def _group_bounds(groups: Sequence[np.ndarray], confidence: float) -> np.ndarray:
+    """(mean, low, high) per group, each a t-interval at ``confidence``."""
+    out = []
+    for g in groups:
+        iv = _t_on(np.asarray(g, dtype=float), False, "", confidence)
+        out.append((iv.estimate, iv.low, iv.high))
+    return np.asarray(out, dtype=float).reshape(-1, 3)
+
+
+def _spread_bounds(b: np.ndarray, kind: str, mode: str) -> tuple[float, float, float]:
+    """Interval arithmetic: every group mean within [low, high] bounds the spread of the means."""
+    means, lo, hi = b[:, 0], b[:, 1], b[:, 2]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return np.asarray(a / b if relation == "ratio" else a - b)
+        if kind == "ratio":
+            low = np.max(lo) / np.min(hi)
+            high = np.max(hi) / np.min(lo) if np.min(lo) > 0 else math.inf
+        elif kind == "range":
+            low, high = max(0.0, np.max(lo) - np.min(hi)), np.max(hi) - np.min(lo)
+        elif mode == "min":
+            low, high = np.min(lo), np.min(hi)
+        else:
+            low, high = np.max(lo), np.max(hi)
+    return float(spread_of(means, kind, mode=mode)), float(low), float(high)
 
 
-def bootstrap_interval(
-    arm: Side,
-    baseline: Side | None = None,
+def spread_interval(
+    arm: Sequence[Sequence[float]],
+    kind: str,
+    mode: str = "min",
+    baseline: Sequence[Sequence[float]] | None = None,
     relation: str | None = None,
-    *,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
 ) -> Interval:
-    """Point estimate and percentile-bootstrap interval of a side (or a relation of two).
-
-    Each group of runs is resampled with replacement independently, the resampled means
-    are reduced per side, then related. If any resample is undefined (NaN, e.g. inf/inf),
-    the interval is unbounded on both sides rather than silently shortened.
-    """
+    """Spread over swept values (optionally related to another arm's spread): Bonferroni
+    t-intervals over all swept values of both arms, combined by interval arithmetic (a max or
+    min over values has no paired-t form); conservative by construction."""
     sides = [arm] if baseline is None else [arm, baseline]
-    if any(g.size == 0 for side in sides for g in side.groups):
-        return Interval(math.nan, math.nan, math.nan)
+    k = sum(len(s) for s in sides)
+    method = f"simultaneous t over {k} swept values (Bonferroni)"
+    if any(len(g) == 0 for s in sides for g in s) or k == 0:
+        return Interval(math.nan, math.nan, math.nan, method)
+    level = 1.0 - (1.0 - confidence) / k
+    parts = [_spread_bounds(_group_bounds(s, level), kind, mode) for s in sides]
+    sds = [np.std(g, ddof=1) for s in sides for g in s if len(g) > 1 and np.isfinite(g).all()]
+    sd, n = (
+        (float(np.sqrt(np.mean(np.square(sds)))), min(len(g) for s in sides for g in s))
+        if sds
+        else (math.nan, 0)
+    )
+    if baseline is None:
+        est, low, high = parts[0]
+    else:
+        (ea, la, ha), (eb, lb, hb) = parts
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if relation == "ratio":
+                est, low, high = ea / eb, la / hb, (ha / lb if lb > 0 else math.inf)
+            else:
+                est, low, high = ea - eb, la - hb, ha - lb
+        sd = sd * math.sqrt(2) if not math.isnan(sd) else sd
+    if any(math.isnan(float(v)) for v in (est, low, high)):
+        return _undefined(method)
+    return Interval(float(est), float(low), float(high), method, sd, n, False, k)
 
-    def combine(per_side: list[np.ndarray]) -> np.ndarray:
-        return per_side[0] if baseline is None else relate(per_side[0], per_side[1], str(relation))
 
-    point = combine([side.reduce([np.asarray(_mean(g)) for g in side.groups]) for side in sides])
-    rng = np.random.default_rng(seed)
-    resampled = []
-    for side in sides:
-        means = []
-        for g in side.groups:
-            idx = rng.integers(0, g.size, size=(n_resamples, g.size))
-            means.append(_mean(g[idx], axis=1))
-        resampled.append(side.reduce(means))
-    dist = combine(resampled)
-    estimate = float(point)
-    if np.isnan(dist).any():
-        return Interval(estimate, -math.inf, math.inf)
-    ordered = np.sort(dist)
-    alpha = 1.0 - confidence
-    # Index the sorted draws directly: interpolating between two infinities would give NaN.
-    lo = ordered[math.floor(alpha / 2 * (n_resamples - 1))]
-    hi = ordered[math.ceil((1 - alpha / 2) * (n_resamples - 1))]
-    return Interval(estimate, float(lo), float(hi))
-
-
-def mean_interval(
-    values: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> Interval:
-    """Shortcut: seed mean and bootstrap interval of one arm's per-run values."""
-    return bootstrap_interval(Side.plain(values), n_resamples=n_resamples, seed=seed)
+def seeds_needed(
+    iv: Interval, threshold: float, confidence: float = CONFIDENCE, power: float = 0.8
+) -> int | None:
+    """Rough seeds per arm that would decide the criterion if the observed effect is real:
+    the smallest n with (t + z_power) · sd / √n below |estimate − threshold| (analysis scale).
+    None when it cannot be said (no spread estimate, or the estimate sits on the threshold)."""
+    if not iv.defined or math.isnan(iv.sd) or iv.sd <= 0 or not math.isfinite(iv.estimate):
+        return None
+    if iv.log:
+        if iv.estimate <= 0 or threshold <= 0:
+            return None
+        effect = abs(math.log(iv.estimate) - math.log(threshold))
+    else:
+        effect = abs(iv.estimate - threshold)
+    if effect == 0:
+        return None
+    level = 1.0 - (1.0 - confidence) / iv.groups
+    z = float(scipy_stats.norm.ppf(power))
+    for n in range(2, 100_001):
+        if (t_quantile(level, n - 1) + z) * iv.sd / math.sqrt(n) < effect:
+            return n
+    return None

@@ -9,6 +9,7 @@ committed ``runs.csv`` exact, so a fresh clone re-derives the very same verdicts
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,16 +18,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adrlab.adr import stats
+from adrlab.adr import guards, stats
 from adrlab.adr.document import Adr, Criterion
 
 PASS = "PASS"
 FAIL = "FAIL"
 INCONCLUSIVE = "INCONCLUSIVE"
 NO_DATA = "NO DATA"
-VERDICTS: tuple[str, ...] = (PASS, FAIL, INCONCLUSIVE, NO_DATA)
+INVALID = "INVALID"  # a validity guard failed: the runs cannot speak to the claim
+VERDICTS: tuple[str, ...] = (PASS, FAIL, INCONCLUSIVE, INVALID, NO_DATA)
 
-EVIDENCE_COLUMNS: tuple[str, ...] = ("run_id", "arm", "seed", "status", "kind", "metric", "x", "value")
+CORE_COLUMNS: tuple[str, ...] = ("run_id", "arm", "seed", "status", "kind", "metric", "x", "value")
+# Scale and provenance: absent from snapshots written before they existed (scale smoke,
+# commit and config hash unknown), present in every new export.
+PROVENANCE_COLUMNS: tuple[str, ...] = ("scale", "git_sha", "config_hash")
+EVIDENCE_COLUMNS: tuple[str, ...] = (*CORE_COLUMNS, *PROVENANCE_COLUMNS)
+UNKNOWN = "unknown"
+LEGACY_SCALE = "smoke"
 SERIES_KINDS: tuple[str, ...] = ("epoch", "step")
 DIVERGED = "DIVERGED"
 RUN_STATUSES: tuple[str, ...] = ("FINISHED", DIVERGED)
@@ -52,6 +60,10 @@ class CriterionResult:
     arm: str = ""
     baseline: str | None = None
     metric: str = ""
+    method: str = ""
+    seeds_needed: int | None = None
+    guards: list[str] = field(default_factory=list)  # validity findings (INVALID or warnings)
+    threshold_value: float = math.nan
 
 
 @dataclass
@@ -64,6 +76,8 @@ class AdrVerdict:
     auto_status: bool
     results: list[CriterionResult]
     counts: dict[str, int]
+    rule: str = ""  # which rule produced the recommended status
+    commits: dict[str, int] = field(default_factory=dict)  # git sha -> runs of the evidence
 
     @property
     def status_differs(self) -> bool:
@@ -76,13 +90,22 @@ class AdrVerdict:
 # --------------------------------------------------------------------------- evidence I/O
 
 
-def normalize_evidence(evidence: pd.DataFrame) -> pd.DataFrame:
-    """The evidence columns with consistent types (x float, seed int where known)."""
-    missing = [c for c in EVIDENCE_COLUMNS if c not in evidence.columns]
+def normalize_evidence(evidence: pd.DataFrame, scale: str = LEGACY_SCALE) -> pd.DataFrame:
+    """The evidence columns with consistent types (x float, seed int where known).
+
+    A table without the provenance columns (written before they existed) gets ``scale``
+    (default smoke) and ``unknown`` commit and config hash."""
+    missing = [c for c in CORE_COLUMNS if c not in evidence.columns]
     if missing:
         raise ValueError(f"evidence table lacks columns {missing}; expected {list(EVIDENCE_COLUMNS)}")
-    out = evidence.loc[:, list(EVIDENCE_COLUMNS)].copy()
-    for col in ("run_id", "arm", "status", "kind", "metric"):
+    out = evidence.copy()
+    defaults = {"scale": scale, "git_sha": UNKNOWN, "config_hash": UNKNOWN}
+    for col, default in defaults.items():
+        if col not in out.columns:
+            out[col] = default
+        out[col] = out[col].where(out[col].notna() & (out[col].astype(str) != ""), default)
+    out = out.loc[:, list(EVIDENCE_COLUMNS)]
+    for col in ("run_id", "arm", "status", "kind", "metric", *PROVENANCE_COLUMNS):
         out[col] = out[col].astype(str)
     out["x"] = pd.to_numeric(out["x"], errors="coerce").astype(float)
     seeds = pd.to_numeric(out["seed"], errors="coerce")
@@ -143,6 +166,9 @@ def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
                     row.metric,
                     _x_text(row.x),
                     _cell(row.value),
+                    row.scale,
+                    row.git_sha,
+                    row.config_hash,
                 ]
             )
     return p
@@ -157,15 +183,16 @@ def _parse_value(text: str) -> float | str:
         return text
 
 
-def load_evidence(path: str | Path) -> pd.DataFrame:
-    """Read an evidence CSV written by `save_evidence` (or any CSV with the same columns).
+def load_evidence(path: str | Path, scale: str = LEGACY_SCALE) -> pd.DataFrame:
+    """Read an evidence CSV written by `save_evidence` (or any CSV with the same columns);
+    an old snapshot without a scale column is taken as ``scale`` (smoke).
 
     ``value`` is float where every cell parses as a number; otherwise an object column of
     floats and strings (a param row may hold a word such as an optimizer name).
     """
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     values = [_parse_value(v) for v in raw.get("value", pd.Series([], dtype=str))]
-    ev = normalize_evidence(raw.assign(value=pd.Series(values, index=raw.index, dtype=object)))
+    ev = normalize_evidence(raw.assign(value=pd.Series(values, index=raw.index, dtype=object)), scale)
     if all(isinstance(v, float) for v in values):
         ev["value"] = ev["value"].astype(float)
     return ev
@@ -180,6 +207,7 @@ class _Run:
     seed: Any
     status: str
     rows: pd.DataFrame
+    git_sha: str = UNKNOWN
 
     @property
     def diverged(self) -> bool:
@@ -194,7 +222,7 @@ def _runs_of(ev: pd.DataFrame, arm: str) -> list[_Run]:
         statuses = set(g["status"])
         # A run is one status; DIVERGED wins if rows disagree (a resumed run that then diverged).
         status = DIVERGED if DIVERGED in statuses else sorted(statuses)[0]
-        runs.append(_Run(str(run_id), seed, status, g))
+        runs.append(_Run(str(run_id), seed, status, g, str(g["git_sha"].iloc[0])))
     return sorted(runs, key=lambda r: (_seed_key(r.seed), r.run_id))
 
 
@@ -248,17 +276,17 @@ def decide(compare: str, threshold: float, low: float, high: float) -> str:
     return PASS if ok else FAIL if bad else INCONCLUSIVE
 
 
-def evaluate_criterion(
-    adr: Adr,
-    criterion: Criterion,
-    evidence: pd.DataFrame,
-    scale: str = "smoke",
-    *,
-    n_resamples: int = stats.N_RESAMPLES,
-) -> CriterionResult:
-    """Judge one criterion; ``evidence`` must already be normalized."""
-    c = criterion
-    result = CriterionResult(
+@dataclass
+class _Value:
+    """One usable run of an arm: its per-run statistic and, for a spread, its swept value."""
+
+    run: _Run
+    value: float
+    param: float | str | None = None
+
+
+def _new_result(c: Criterion) -> CriterionResult:
+    return CriterionResult(
         id=c.id,
         claim=c.claim,
         role=c.role,
@@ -271,134 +299,260 @@ def evaluate_criterion(
         arm=c.arm,
         baseline=c.baseline,
         metric=c.metric,
+        threshold_value=c.threshold,
     )
-    notes: list[str] = []
+
+
+def _finished_runs(c: Criterion, evidence: pd.DataFrame, notes: list[str]) -> dict[str, list[_Run]]:
+    """FINISHED or DIVERGED runs per arm; a run still going (or killed) has a partial series
+    that would read as finished, so it is skipped and named."""
     runs = {arm: _runs_of(evidence, arm) for arm in c.arms}
     for arm in c.arms:
-        # A run still going (or killed) has a partial series that would read as finished.
-        skipped = [r for r in runs[arm] if r.status not in RUN_STATUSES]
-        notes.extend(f"{_label(r, arm)} skipped: status {r.status}" for r in skipped)
+        notes.extend(
+            f"{_label(r, arm)} skipped: status {r.status}" for r in runs[arm] if r.status not in RUN_STATUSES
+        )
         runs[arm] = [r for r in runs[arm] if r.status in RUN_STATUSES]
+    return runs
 
+
+def _missing_runs(
+    adr: Adr, c: Criterion, runs: dict[str, list[_Run]], scale: str, notes: list[str]
+) -> list[str]:
+    """Declared arm × seed pairs of this scale without a run."""
     exp = adr.experiments.get(scale)
+    if exp is None:
+        notes.append(f"no experiments declared for scale {scale}")
+        return []
+    missing = []
     for arm in c.arms:
-        if exp is None:
-            continue
         if arm not in exp.arms:
             notes.append(f"arm {arm} is not declared for scale {scale}")
             continue
         present = {int(r.seed) for r in runs[arm] if r.seed is not None and r.seed is not pd.NA}
-        result.missing.extend(f"{arm} seed {s}" for s in exp.seeds if s not in present)
-    if exp is None:
-        notes.append(f"no experiments declared for scale {scale}")
+        missing.extend(f"{arm} seed {s}" for s in exp.seeds if s not in present)
+    return missing
 
+
+def _metric_grid(c: Criterion, evidence: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """The points a diverged run should have reached: every x any run of this evidence logged
+    for the metric (one scale), and whether the metric is per epoch (then 1..trainer.epochs)."""
+    rows = evidence[(evidence["metric"] == c.metric) & evidence["kind"].isin(SERIES_KINDS)]
+    grid = np.unique(rows["x"].dropna().to_numpy(dtype=float))
+    return grid, bool((rows["kind"] == "epoch").any())
+
+
+def _arm_values(
+    c: Criterion, arm: str, runs: list[_Run], evidence: pd.DataFrame, notes: list[str]
+) -> list[_Value]:
+    """Per-run statistic of every usable run of ``arm``; unusable runs are named in ``notes``."""
+    grid, epoch_metric = _metric_grid(c, evidence)
+    inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
+    assert inner is not None
+    out = []
+    for run in runs:
+        run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
+        value = stats.run_statistic(_series(run, c.metric, c.mode, run_grid), inner)
+        if run.diverged and c.diverged == "worst":
+            value = stats.diverged_value(inner.name, c.mode, value)
+        if math.isnan(value):
+            notes.append(f"{_label(run, arm)} has no {c.metric} for {inner.describe()}")
+            continue
+        param = None
+        if c.statistic.name == "spread":
+            over = c.statistic.params["over"]
+            prow = run.rows[(run.rows["kind"] == "param") & (run.rows["metric"] == over)]
+            if prow.empty:
+                notes.append(f"{_label(run, arm)} has no param {over}")
+                continue
+            param = _param_key(prow["value"].iloc[-1])
+        out.append(_Value(run, value, param))
+    return out
+
+
+def _groups(values: list[_Value]) -> dict[float | str, list[float]]:
+    keys = sorted({v.param for v in values}, key=lambda k: (isinstance(k, str), k))  # type: ignore[arg-type]
+    return {k: [v.value for v in values if v.param == k] for k in keys}
+
+
+def _smallest(c: Criterion, per_arm: dict[str, list[_Value]], notes: list[str]) -> int:
+    """Runs in the thinnest group (per arm, or per swept value); names it when below min_seeds."""
+    sizes: list[tuple[int, str]] = []
+    for arm, values in per_arm.items():
+        if c.statistic.name != "spread":
+            sizes.append((len(values), arm))
+            continue
+        groups = _groups(values)
+        if len(groups) < 2:
+            notes.append(f"{arm} has only one value of {c.statistic.params['over']}; spread needs two")
+            sizes.append((0, arm))
+        over = c.statistic.params["over"]
+        sizes.extend((len(g), f"{arm} at {over}={k}") for k, g in groups.items())
+    n, where = min(sizes)
+    if 0 < n < c.min_seeds:
+        notes.insert(0, f"fewer than min_seeds={c.min_seeds} runs for {where} (n={n})")
+    return n
+
+
+def _seed_map(values: list[_Value]) -> dict[Any, float] | None:
+    """seed -> value when every run has a distinct known seed, else None (cannot pair)."""
+    seeds = [v.run.seed for v in values]
+    if any(s is None or s is pd.NA for s in seeds) or len(set(seeds)) != len(seeds):
+        return None
+    return {s: v.value for s, v in zip(seeds, [v for v in values])}
+
+
+def interval_for(
+    c: Criterion, per_arm: dict[str, list[_Value]], confidence: float = stats.CONFIDENCE
+) -> stats.Interval:
+    """The criterion's estimate and interval, by the method for its kind of statistic."""
+    sides = [per_arm[a] for a in c.arms]
+    if c.statistic.name == "spread":
+        kind = c.statistic.params.get("kind", "ratio")
+        groups = [[g for g in _groups(side).values()] for side in sides]
+        base = groups[1] if len(groups) > 1 else None
+        return stats.spread_interval(groups[0], kind, c.mode, base, c.relation, confidence)
+    if len(sides) == 1:
+        return stats.single_interval([v.value for v in sides[0]], confidence)
+    a, b = _seed_map(sides[0]), _seed_map(sides[1])
+    if a is not None and b is not None and set(a) == set(b):
+        order = sorted(a, key=_seed_key)
+        return stats.paired_interval(
+            [a[s] for s in order], [b[s] for s in order], str(c.relation), confidence
+        )
+    iv = stats.welch_interval(
+        [v.value for v in sides[0]], [v.value for v in sides[1]], str(c.relation), confidence
+    )
+    return dataclasses.replace(iv, method=iv.method + "; seeds do not match, so unpaired")
+
+
+def _judge(c: Criterion, iv: stats.Interval, smallest: int, notes: list[str]) -> str:
+    if smallest < c.min_seeds:
+        return INCONCLUSIVE
+    if math.isnan(iv.estimate):
+        notes.insert(0, "the statistic is undefined (e.g. both arms diverged)")
+        return INCONCLUSIVE
+    verdict = decide(c.compare, c.threshold, iv.low, iv.high)
+    if verdict == INCONCLUSIVE:
+        notes.insert(
+            0, f"the 95% interval [{iv.low:.4g}, {iv.high:.4g}] straddles the threshold {c.threshold:g}"
+        )
+    return verdict
+
+
+def evaluate_criterion(
+    adr: Adr,
+    criterion: Criterion,
+    evidence: pd.DataFrame,
+    scale: str = "smoke",
+    *,
+    confidence: float = stats.CONFIDENCE,
+    vocab_size: float | None = None,
+) -> CriterionResult:
+    """Judge one criterion; ``evidence`` must already be normalized and of one scale."""
+    c, result, notes = criterion, _new_result(criterion), []
+    runs = _finished_runs(c, evidence, notes)
+    result.missing = _missing_runs(adr, c, runs, scale, notes)
     empty = [arm for arm in c.arms if not runs[arm]]
     if empty:
         result.note = "; ".join([f"no runs of {', '.join(empty)}", *notes])
         return result
-
-    # The points a diverged run should have reached: every x any run of this evidence logged
-    # for the metric (all arms share one scale), plus 1..trainer.epochs for per-epoch metrics.
-    grid = evidence.loc[(evidence["metric"] == c.metric) & evidence["kind"].isin(SERIES_KINDS), "x"]
-    grid = np.unique(grid.dropna().to_numpy(dtype=float))
-    epoch_metric = bool(((evidence["metric"] == c.metric) & (evidence["kind"] == "epoch")).any())
-    inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
-    assert inner is not None
-
-    sides: list[stats.Side] = []
-    smallest: tuple[int, str] | None = None  # (runs, where) of the thinnest group
-    for arm in c.arms:
-        values: list[float] = []
-        used: list[_Run] = []
-        params: list[float | str] = []
-        for run in runs[arm]:
-            run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
-            value = stats.run_statistic(_series(run, c.metric, c.mode, run_grid), inner)
-            if math.isnan(value):
-                notes.append(f"{_label(run, arm)} has no {c.metric} for {inner.describe()}")
-                continue
-            if c.statistic.name == "spread":
-                over = c.statistic.params["over"]
-                prow = run.rows[(run.rows["kind"] == "param") & (run.rows["metric"] == over)]
-                if prow.empty:
-                    notes.append(f"{_label(run, arm)} has no param {over}")
-                    continue
-                params.append(_param_key(prow["value"].iloc[-1]))
-            values.append(value)
-            used.append(run)
-        result.n[arm] = len(used)
-        result.run_ids.extend(r.run_id for r in used)
-        if not used:
+    per_arm = {arm: _arm_values(c, arm, runs[arm], evidence, notes) for arm in c.arms}
+    for arm, values in per_arm.items():
+        result.n[arm] = len(values)
+        result.run_ids.extend(v.run.run_id for v in values)
+        if not values:
             result.note = "; ".join([f"no usable runs of {arm}", *notes])
             return result
-        if c.statistic.name == "spread":
-            keys = sorted(set(params), key=lambda k: (isinstance(k, str), k))
-            groups = [[v for v, k in zip(values, params) if k == key] for key in keys]
-            for key, g in zip(keys, groups):
-                if smallest is None or len(g) < smallest[0]:
-                    smallest = (len(g), f"{arm} at {c.statistic.params['over']}={key}")
-            if len(keys) < 2:
-                notes.append(f"{arm} has only one value of {c.statistic.params['over']}; spread needs two")
-                smallest = (0, smallest[1] if smallest else arm)
-            sides.append(stats.Side.spread(groups, c.statistic.params.get("kind", "ratio")))
-        else:
-            if smallest is None or len(used) < smallest[0]:
-                smallest = (len(used), arm)
-            sides.append(stats.Side.plain(values))
-
-    interval = stats.bootstrap_interval(
-        sides[0], sides[1] if len(sides) > 1 else None, c.relation, n_resamples=n_resamples
-    )
-    result.estimate, result.ci_low, result.ci_high = interval.estimate, interval.low, interval.high
-    assert smallest is not None
-    if smallest[0] < c.min_seeds:
-        result.verdict = INCONCLUSIVE
-        if smallest[0] > 0:
-            notes.insert(0, f"fewer than min_seeds={c.min_seeds} runs for {smallest[1]} (n={smallest[0]})")
-    elif math.isnan(interval.estimate):
-        result.verdict = INCONCLUSIVE
-        notes.insert(0, "the statistic is undefined (e.g. both arms diverged)")
-    else:
-        result.verdict = decide(c.compare, c.threshold, interval.low, interval.high)
-        if result.verdict == INCONCLUSIVE:
-            notes.insert(0, "the 95% interval straddles the threshold")
-    diverged = [r for arm in c.arms for r in runs[arm] if r.diverged and r.run_id in result.run_ids]
+    iv = interval_for(c, per_arm, confidence)
+    result.estimate, result.ci_low, result.ci_high, result.method = iv.estimate, iv.low, iv.high, iv.method
+    result.verdict = _judge(c, iv, _smallest(c, per_arm, notes), notes)
+    if result.verdict == INCONCLUSIVE and iv.defined:
+        result.seeds_needed = stats.seeds_needed(iv, c.threshold, confidence)
+    invalid, result.guards = guards.check(adr, c, evidence, scale, per_arm, vocab_size)
+    if invalid and result.verdict != NO_DATA:
+        result.verdict = INVALID
+    diverged = [v.run for arm in c.arms for v in per_arm[arm] if v.run.diverged]
     if diverged:
-        names = ", ".join(r.run_id[:8] for r in diverged)
-        notes.append(f"diverged: {names} (points after the divergence count as worst)")
+        rule = "count as worst" if c.diverged == "worst" else "as logged (criterion opts out)"
+        notes.append(f"diverged: {', '.join(r.run_id[:8] for r in diverged)} ({rule})")
     result.note = "; ".join(notes)
     return result
 
 
-def recommend_status(human_status: str, results: list[CriterionResult]) -> str:
-    """Accepted if every primary criterion passes, Rejected if any fails, else unchanged.
+def recommend_status(
+    human_status: str, results: list[CriterionResult], holm_fail: list[str] | None = None
+) -> tuple[str, str]:
+    """(recommended status, the rule that produced it).
 
-    Superseded and Deprecated are lifecycle decisions that evidence does not overturn.
+    Accepted when every primary criterion passes: an intersection–union test, which needs no
+    multiplicity correction. Rejected when a primary criterion fails after Holm's correction
+    across the primaries (``holm_fail``: the ids failing at level 0.05/m, which is exactly
+    when Holm rejects at least one). Otherwise the human status. Superseded and Deprecated
+    are lifecycle decisions that evidence does not overturn.
     """
+    primary = [r for r in results if r.role == "primary"]
     if human_status in LIFECYCLE_STATUSES:
-        return human_status
-    primary = [r.verdict for r in results if r.role == "primary"]
-    if primary and FAIL in primary:
-        return "Rejected"
-    if primary and all(v == PASS for v in primary):
-        return "Accepted"
-    return human_status
+        return human_status, f"{human_status} is a lifecycle decision the evidence does not overturn"
+    if not primary:
+        return human_status, "no primary criterion: the human status stands"
+    failing = holm_fail if holm_fail is not None else [r.id for r in primary if r.verdict == FAIL]
+    if failing:
+        return "Rejected", (
+            f"Rejected: {', '.join(failing)} fails after Holm's correction across {len(primary)} primary "
+            "criteria (family-wise error 5%)"
+        )
+    if all(r.verdict == PASS for r in primary):
+        return (
+            "Accepted",
+            "Accepted: every primary criterion passes (intersection–union test, no correction needed)",
+        )
+    undecided = [f"{r.id} {r.verdict}" for r in primary if r.verdict != PASS]
+    return human_status, "no decision: " + ", ".join(undecided) + (
+        " (a per-criterion FAIL that does not survive Holm's correction does not reject)"
+        if any(r.verdict == FAIL for r in primary)
+        else ""
+    )
+
+
+def _holm_failures(
+    adr: Adr, ev: pd.DataFrame, scale: str, results: list[CriterionResult], vocab_size: float | None
+) -> list[str]:
+    """Primary criteria that FAIL at two-sided level 0.05/m (m primaries): Holm rejects at least
+    one hypothesis exactly when its smallest p-value is below α/m, i.e. Bonferroni's first step."""
+    primaries = [c for c in adr.criteria if c.role == "primary"]
+    m = len(primaries)
+    failing = {r.id for r in results if r.role == "primary" and r.verdict == FAIL}
+    level = 1.0 - (1.0 - stats.CONFIDENCE) / max(m, 1)
+    out = []
+    for c in primaries:
+        if c.id in failing:
+            again = evaluate_criterion(adr, c, ev, scale, confidence=level, vocab_size=vocab_size)
+            if again.verdict == FAIL:
+                out.append(c.id)
+    return out
 
 
 def evaluate(
-    adr: Adr, evidence: pd.DataFrame, scale: str = "smoke", *, n_resamples: int = stats.N_RESAMPLES
+    adr: Adr, evidence: pd.DataFrame, scale: str = "smoke", *, vocab_size: float | None = None
 ) -> AdrVerdict:
-    """Every criterion of ``adr`` judged from ``evidence`` (runs of ``scale``)."""
+    """Every criterion of ``adr`` judged from the rows of ``evidence`` at ``scale`` (only
+    those: another scale's runs never stand in). ``vocab_size``: the uniform PPL for the
+    learning guard when the evidence lacks the ``data.vocab_size`` param."""
     ev = normalize_evidence(evidence)
-    results = [evaluate_criterion(adr, c, ev, scale, n_resamples=n_resamples) for c in adr.criteria]
+    ev = ev[ev["scale"] == scale].reset_index(drop=True)
+    results = [evaluate_criterion(adr, c, ev, scale, vocab_size=vocab_size) for c in adr.criteria]
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
+    status, rule = recommend_status(adr.status, results, _holm_failures(adr, ev, scale, results, vocab_size))
+    commits = ev.drop_duplicates("run_id")["git_sha"].value_counts().sort_index()
     return AdrVerdict(
         path=str(adr.path),
         title=adr.title,
         scale=scale,
         human_status=adr.status,
-        recommended_status=recommend_status(adr.status, results),
+        recommended_status=status,
         auto_status=adr.auto_status,
         results=results,
         counts=counts,
+        rule=rule,
+        commits={str(k): int(v) for k, v in commits.items()},
     )

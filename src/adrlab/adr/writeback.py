@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,13 @@ from adrlab.adr.document import (
     load_front_matter,
     set_front_matter_value,
 )
-from adrlab.adr.verdict import NO_DATA, VERDICTS, AdrVerdict, CriterionResult
+from adrlab.adr.verdict import INCONCLUSIVE, NO_DATA, UNKNOWN, VERDICTS, AdrVerdict, CriterionResult
 
 BEGIN = "<!-- adrlab:verdict:begin -->"
 END = "<!-- adrlab:verdict:end -->"
 HEADING = "## 自动验证 (Automated Verification)"
 CHECKSUM_RE = re.compile(r"^<!-- adrlab:verdict:checksum sha256:([0-9a-f]{64}) -->$")
-CONTEXT_KEYS: tuple[str, ...] = ("scale", "data", "evidence_date", "evidence", "plots")
+CONTEXT_KEYS: tuple[str, ...] = ("scale", "data", "evidence_date", "evidence", "plots", "missing")
 MAX_RUN_IDS = 6
 
 UNCHANGED = "unchanged"
@@ -59,7 +59,7 @@ class WriteResult:
 # --------------------------------------------------------------------------- rendering
 
 
-def _num(x: float) -> str:
+def number_text(x: float) -> str:
     if x is None or math.isnan(x):
         return "n/a"
     if math.isinf(x):
@@ -76,7 +76,24 @@ def _measured(r: CriterionResult) -> str:
     if r.verdict == NO_DATA or math.isnan(r.estimate):
         return "—"
     n = "/".join(str(r.n[a]) for a in r.n)
-    return f"{_num(r.estimate)} [{_num(r.ci_low)}, {_num(r.ci_high)}] (n={n})"
+    return f"{number_text(r.estimate)} [{number_text(r.ci_low)}, {number_text(r.ci_high)}] (n={n})"
+
+
+def _method(r: CriterionResult) -> str:
+    """Short method label for the table; the full text is in the notes when it matters."""
+    m = r.method
+    if not m:
+        return "—"
+    if "non-finite" in m:
+        return "range (non-finite)"
+    for key, label in (
+        ("paired t", "paired t"),
+        ("Welch", "Welch t (unpaired)"),
+        ("Bonferroni", "Bonferroni t"),
+    ):
+        if key in m:
+            return label
+    return "t"
 
 
 def _run_ids(ids: list[str]) -> str:
@@ -91,67 +108,152 @@ def block_checksum(content: str) -> str:
     return hashlib.sha256(content.replace("\r\n", "\n").encode("utf-8")).hexdigest()
 
 
-def render_block(verdict: AdrVerdict, context: Mapping[str, Any]) -> str:
-    """The verdict block (LF text, ending with a newline), deterministic for equal inputs.
+def _status_line(verdict: AdrVerdict, where: str = "") -> str:
+    if verdict.auto_status:
+        # Only the recommendation is shown: the front matter follows it, so the block stays
+        # the same on the next run (rendering the pre-edit human status would flip-flop).
+        return f"- Status: **{verdict.recommended_status}**{where} (set automatically: `auto_status: true`)"
+    if verdict.status_differs:
+        return (
+            f"- Recommended status: **{verdict.recommended_status}**{where}; human status: "
+            f"{verdict.human_status} (unchanged; edit `status` in the front matter to adopt)"
+        )
+    return f"- Recommended status: **{verdict.recommended_status}**{where} (same as the human status)"
 
-    ``context``: ``scale`` (defaults to the verdict's), ``data`` (a description of the data),
-    ``evidence_date`` (the newest run's date, never "now"), ``evidence`` (relative path of
-    runs.csv) and ``plots`` (relative paths). Unknown keys are refused to catch typos.
-    """
+
+def _commits(verdict: AdrVerdict) -> str:
+    parts = []
+    for sha, n in verdict.commits.items():
+        runs = f"{n} run{'s' if n != 1 else ''}"
+        if sha == UNKNOWN:
+            parts.append(f"unknown ({runs}: snapshot written before commits were recorded)")
+        elif sha.endswith("-dirty"):
+            parts.append(f"`{sha}` ({runs}, **dirty tree**: uncommitted changes)")
+        else:
+            parts.append(f"`{sha}` ({runs})")
+    return "- Commits: " + (", ".join(parts) if parts else "none")
+
+
+def _notes(verdict: AdrVerdict) -> list[str]:
+    notes = []
+    for r in verdict.results:
+        parts = [g.removeprefix("INVALID: ") for g in r.guards if g.startswith("INVALID: ")]
+        parts += [p for p in (r.note, "missing: " + ", ".join(r.missing) if r.missing else "") if p]
+        if r.verdict == INCONCLUSIVE and r.seeds_needed is not None:
+            parts.append(
+                f"roughly {r.seeds_needed} seeds per arm would decide it if the observed effect is real "
+                "(rough: with few seeds the spread itself is barely known)"
+            )
+        if r.method and r.verdict != NO_DATA:
+            parts.append(f"method: {r.method}")
+        if parts:
+            notes.append(f"- **{r.id}** ({r.verdict}): " + "; ".join(parts) + ".")
+    return notes
+
+
+def _warnings(verdict: AdrVerdict) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in verdict.results:
+        seen.update(dict.fromkeys(g.removeprefix("warning: ") for g in r.guards if g.startswith("warning: ")))
+    return [f"- {w}." for w in seen]
+
+
+def _section(verdict: AdrVerdict | None, context: Mapping[str, Any]) -> list[str]:
+    """One scale's part of the block."""
     unknown = sorted(set(context) - set(CONTEXT_KEYS))
     if unknown:
         raise ValueError(f"unknown context keys {unknown}; valid: {', '.join(CONTEXT_KEYS)}")
-    scale = context.get("scale") or verdict.scale
+    scale = context.get("scale") or (verdict.scale if verdict else "?")
+    lines = [f"### Scale `{scale}`", ""]
+    if verdict is None:
+        why = context.get("missing") or "no runs at this scale"
+        return [*lines, f"**NO DATA**: {why}. Verdicts are never taken from another scale's runs.", ""]
+    if context.get("data"):
+        lines.append(f"- Data: {context['data']}")
+    evidence = "- Evidence:"
+    if context.get("evidence"):
+        evidence += f" [{Path(str(context['evidence'])).name}]({context['evidence']}),"
+    lines += [evidence + f" newest run {context.get('evidence_date') or 'unknown'}", _commits(verdict)]
+    lines += [_status_line(verdict), f"- Rule: {verdict.rule}" if verdict.rule else ""]
+    lines = [line for line in lines if line]
+    lines += ["- Verdicts: " + ", ".join(f"{verdict.counts.get(v, 0)} {v}" for v in VERDICTS), ""]
+    if verdict.results:
+        lines.append("| ID | Role | Claim | Measured (95% CI, n) | Method | Threshold | Verdict | Runs |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+    else:
+        lines.append("No machine-readable criteria: nothing to judge.")
+    for r in verdict.results:
+        cells = [
+            r.id,
+            r.role,
+            r.claim,
+            _measured(r),
+            _method(r),
+            r.threshold,
+            f"**{r.verdict}**",
+            _run_ids(r.run_ids),
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    for title, items in (
+        ("Notes:", _notes(verdict)),
+        ("Validity warnings (do not change verdicts):", _warnings(verdict)),
+    ):
+        if items:
+            lines += ["", title, "", *items]
+    plots = [str(p) for p in context.get("plots") or []]
+    if plots:
+        lines += ["", "Plots:", "", *[f"- [{Path(p).stem}]({p})" for p in plots]]
+    return [*lines, ""]
+
+
+Section = tuple[AdrVerdict | None, Mapping[str, Any]]
+
+
+def render_block(verdict: AdrVerdict | Sequence[Section], context: Mapping[str, Any] | None = None) -> str:
+    """The verdict block (LF text, ending with a newline), deterministic for equal inputs.
+
+    Either one verdict and its ``context``, or a list of (verdict or None, context) sections,
+    one per scale; None is a scale without its own evidence (NO DATA, never another scale's
+    verdicts). ``context``: ``scale``, ``data`` (a description of the data),
+    ``evidence_date`` (the newest run's date, never "now"), ``evidence`` (relative path of the
+    snapshot), ``plots`` (relative paths), ``missing`` (why a scale has no data). Unknown keys
+    are refused to catch typos. The headline status is the last section with evidence.
+    """
+    sections: list[Section] = [(verdict, context or {})] if isinstance(verdict, AdrVerdict) else list(verdict)
     lines = [HEADING, ""]
     lines.append(
         "Generated by adrlab from the stored runs; do not edit inside this block (a checksum "
         "detects hand edits). Write comments outside the markers."
     )
     lines.append("")
-    facts = f"- Scale: `{scale}`"
-    if context.get("data"):
-        facts += f"; data: {context['data']}"
-    lines.append(facts)
-    evidence = "- Evidence:"
-    if context.get("evidence"):
-        evidence += f" [{Path(str(context['evidence'])).name}]({context['evidence']}),"
-    evidence += f" newest run {context.get('evidence_date') or 'unknown'}"
-    lines.append(evidence)
-    if verdict.auto_status:
-        # Only the recommendation is shown: the front matter follows it, so the block stays
-        # the same on the next run (rendering the pre-edit human status would flip-flop).
-        lines.append(f"- Status: **{verdict.recommended_status}** (set automatically: `auto_status: true`)")
-    elif verdict.status_differs:
-        lines.append(
-            f"- Recommended status: **{verdict.recommended_status}**; human status: {verdict.human_status} "
-            "(unchanged; edit `status` in the front matter to adopt)"
-        )
-    else:
-        lines.append(f"- Recommended status: **{verdict.recommended_status}** (same as the human status)")
-    lines.append("- Verdicts: " + ", ".join(f"{verdict.counts.get(v, 0)} {v}" for v in VERDICTS))
-    lines.append("")
-    if verdict.results:
-        lines.append("| ID | Role | Claim | Measured (95% CI, n) | Threshold | Verdict | Runs |")
-        lines.append("|---|---|---|---|---|---|---|")
-    else:
-        lines.append("No machine-readable criteria: nothing to judge.")
-    for r in verdict.results:
-        cells = [r.id, r.role, r.claim, _measured(r), r.threshold, f"**{r.verdict}**", _run_ids(r.run_ids)]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    notes = []
-    for r in verdict.results:
-        parts = [p for p in (r.note, "missing: " + ", ".join(r.missing) if r.missing else "") if p]
-        if parts:
-            notes.append(f"- **{r.id}** ({r.verdict}): " + "; ".join(parts) + ".")
-    if notes:
-        lines += ["", "Notes:", "", *notes]
-    plots = [str(p) for p in context.get("plots") or []]
-    if plots:
-        lines += ["", "Plots:", ""]
-        lines += [f"- [{Path(p).stem}]({p})" for p in plots]
-    lines.append("")
+    judged = [(v, c) for v, c in sections if v is not None]
+    if judged and len(sections) > 1:
+        v, c = judged[-1]
+        lines += [_status_line(v, f" (from scale `{c.get('scale') or v.scale}`)"), ""]
+    for v, c in sections:
+        lines += _section(v, c)
     content = "".join(line + "\n" for line in lines)
     return f"{BEGIN}\n{content}<!-- adrlab:verdict:checksum sha256:{block_checksum(content)} -->\n{END}\n"
+
+
+_SCALE_RE = re.compile(r"Scale[: ]+`([^`]+)`")
+_ROW_RE = re.compile(r"^\| ([^|]+?) \|.*\| \*\*(" + "|".join(re.escape(v) for v in VERDICTS) + r")\*\* \|")
+
+
+def block_verdicts(text: str) -> dict[tuple[str, str], str]:
+    """(scale, criterion id) -> verdict, read back from a rendered block (any layout adrlab
+    wrote: one section per scale, or the older single-scale block)."""
+    out: dict[tuple[str, str], str] = {}
+    scale = "smoke"
+    for line in text.splitlines():
+        m = _SCALE_RE.search(line)
+        if m and (line.startswith("###") or line.startswith("- Scale")):
+            scale = m.group(1)
+            continue
+        row = _ROW_RE.match(line)
+        if row:
+            out[(scale, row.group(1).replace("\\|", "|"))] = row.group(2)
+    return out
 
 
 # --------------------------------------------------------------------------- locating the block

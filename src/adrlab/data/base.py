@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,12 @@ class TokenData:
     entropy_floor_ppl: float | None  # exp(entropy rate) of a synthetic source, else None
     # At least n_train_tokens, n_val_tokens (targets that count), n_train_blocks, tokenizer, source.
     info: dict[str, int | float | str] = field(default_factory=dict)
+    # Streaming sources: epoch → that epoch's train blocks (same shape as `train`, which is epoch 1's).
+    fresh_train: Callable[[int], torch.Tensor] | None = None
+
+    def epoch_train(self, epoch: int) -> torch.Tensor:
+        """The train blocks of a 1-based epoch: `train` every epoch, unless the source streams."""
+        return self.train if self.fresh_train is None or epoch == 1 else self.fresh_train(epoch)
 
 
 def token_count(targets: torch.Tensor, pad_id: int | None) -> int:

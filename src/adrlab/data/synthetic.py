@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from adrlab.data.base import DataError, TokenData, chunk_blocks
@@ -24,9 +25,14 @@ RESTART_PROB = 0.05
 DIRICHLET_ALPHA = 1.0
 
 
-def sub_rng(seed: int, stream: int) -> np.random.Generator:
-    """Independent sub-streams of one seed: 0 = the chain's structure, 1 = train sample, 2 = val sample."""
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(stream,)))
+def sub_rng(seed: int, stream: int, epoch: int = 1) -> np.random.Generator:
+    """Independent sub-streams of one seed: 0 = the chain's structure, 1 = train sample, 2 = val sample.
+
+    With data.fresh_each_epoch the train sample of epoch e > 1 comes from its own sub-stream (1, e);
+    epoch 1 keeps stream 1, so a streaming run's first epoch is the fixed sample.
+    """
+    key = (stream,) if epoch == 1 else (stream, epoch)
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +189,13 @@ def build_synthetic(cfg: DictConfig) -> TokenData:
     block = int(cfg.seq_len) + 1
     seed = int(cfg.source_seed)
     hint = "raise data.train_tokens / data.val_tokens or lower data.seq_len"
-    train = chunk_blocks(source.sample(int(cfg.train_tokens), sub_rng(seed, 1)), block, "train", hint)
+
+    def train_sample(epoch: int) -> torch.Tensor:
+        """A pure function of (data config, epoch): resuming a run redraws the same sample."""
+        tokens = source.sample(int(cfg.train_tokens), sub_rng(seed, 1, epoch))
+        return chunk_blocks(tokens, block, "train", hint)
+
+    train = train_sample(1)
     val = chunk_blocks(source.sample(int(cfg.val_tokens), sub_rng(seed, 2)), block, "val", hint)
     info: dict[str, int | float | str] = {
         "n_train_tokens": train.shape[0] * (block - 1),
@@ -191,6 +203,7 @@ def build_synthetic(cfg: DictConfig) -> TokenData:
         "n_train_blocks": train.shape[0],
         "n_val_blocks": val.shape[0],
         "tokenizer": "synthetic",
+        "train_sample": "fresh each epoch" if cfg.get("fresh_each_epoch") else "fixed",
         "source": (
             f"markov(order={source.order}, vocab={source.vocab_size}, branching={cfg.branching}, "
             f"zipf={cfg.zipf_exponent}, restart={source.restart}, dirichlet={DIRICHLET_ALPHA}, seed={seed})"
@@ -198,4 +211,5 @@ def build_synthetic(cfg: DictConfig) -> TokenData:
         "entropy_rate_nats": h,
         "build_seconds": time.perf_counter() - start,
     }
-    return TokenData(train, val, source.vocab_size, None, float(np.exp(h)), info)
+    fresh = train_sample if cfg.get("fresh_each_epoch") else None
+    return TokenData(train, val, source.vocab_size, None, float(np.exp(h)), info, fresh)

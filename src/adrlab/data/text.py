@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from adrlab.config import project_root
 from adrlab.data.base import DataError, TokenData, chunk_blocks, token_count
 
 # Bump when the cached products' format or the way they are made changes.
@@ -41,15 +42,6 @@ def _sha256(path: Path) -> str:
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _project_root() -> Path | None:
-    from adrlab.config import ConfigError, project_root
-
-    try:
-        return project_root()
-    except ConfigError:
-        return None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -90,7 +82,7 @@ class Sources:
 
 def text_sources(cfg: DictConfig) -> Sources:
     """data=text: train_files / val_files, relative paths taken from the cwd, then the project root."""
-    root = _project_root()
+    root = project_root()
 
     def resolve(key: str) -> list[Path]:
         names = list(cfg.get(key) or [])
@@ -102,7 +94,7 @@ def text_sources(cfg: DictConfig) -> Sources:
         out = []
         for name in names:
             tried = [Path(str(name)).expanduser()]
-            if root is not None and not tried[0].is_absolute():
+            if not tried[0].is_absolute():
                 tried.append(root / str(name))
             found = next((p for p in tried if p.is_file()), None)
             if found is None:
@@ -132,15 +124,21 @@ def _describe_dir(directory: Path) -> str:
 
 def wikitext_candidates(cfg: DictConfig) -> list[tuple[str, Path | None]]:
     """(label, directory) in search order; None where the location is undefined (env var unset)."""
+    root = project_root()
     if cfg.get("root"):
-        return [("data.root", Path(str(cfg.root)).expanduser())]
+        given = Path(str(cfg.root)).expanduser()
+        if given.is_absolute():
+            return [("data.root", given)]
+        # Relative: from the cwd, then from the project root (the same run works from anywhere).
+        return [
+            ("data.root (from the cwd)", given),
+            ("data.root (from the project root)", (root / given).resolve()),
+        ]
     env = os.environ.get("ADRLAB_DATA_DIR")
-    root = _project_root()
-    shared = root.parent / "shared" / "data" / "wikitext-2" if root else None
     return [
         ("$ADRLAB_DATA_DIR/wikitext-2", Path(env).expanduser() / "wikitext-2" if env else None),
-        ("<project>/data/wikitext-2", root / "data" / "wikitext-2" if root else None),
-        ("<project>/../shared/data/wikitext-2", shared),
+        ("<project>/data/wikitext-2", root / "data" / "wikitext-2"),
+        ("<project>/../shared/data/wikitext-2", root.parent / "shared" / "data" / "wikitext-2"),
     ]
 
 
@@ -299,23 +297,10 @@ def _tokenize(
 
 def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
     start = time.perf_counter()
-    if cfg.get("cache_dir"):  # the config may pin its own cache (relative: to the project root)
-        cache_dir = Path(str(cfg.cache_dir)).expanduser()
-        root = _project_root()
-        if not cache_dir.is_absolute() and root is not None:
-            cache_dir = root / cache_dir
+    cache_dir = _pinned_cache_dir(cfg, cache_dir)
     sources = wikitext_sources(cfg, cache_dir) if cfg.name == "wikitext2" else text_sources(cfg)
     train_hashes, val_hashes = [_sha256(p) for p in sources.train], [_sha256(p) for p in sources.val]
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(settings, dict)
-    # Where the bytes came from is covered by the content hashes; only what shapes the tokens counts.
-    for unused in ("name", "train_files", "val_files", "root", "download", "cache_dir"):
-        settings.pop(unused, None)
-    for unused in ("train_split", "val_split"):
-        settings.pop(unused, None)
-    if cfg.tokenizer != "bpe":
-        settings.pop("vocab_size", None)
-    key = _key([CACHE_VERSION, train_hashes, val_hashes, settings])
+    key = _key([CACHE_VERSION, train_hashes, val_hashes, _token_settings(cfg)])
     cache_file = cache_dir / "tokens" / f"{cfg.name}-{cfg.tokenizer}-{cfg.mode}-{key}.pt"
     if cache_file.is_file():
         try:
@@ -337,7 +322,53 @@ def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
         cfg, train_lines, val_lines, _key(train_hashes), cache_dir
     )
     vocab = extra.pop("vocab", None)
+    train, val, pad, info = _to_blocks(cfg, train_ids, val_ids, pad_id)
+    info.update(extra)
+    saved = {"train": train, "val": val, "vocab_size": vocab_size, "pad_id": pad, "info": info}
+    if vocab is not None:
+        saved["vocab"] = vocab  # kept for decoding and inspection
+    _atomic_save(saved, cache_file)
+    elapsed = time.perf_counter() - start
+    info = {**info, "source": sources.description, "cache": "built", "build_seconds": elapsed}
+    return TokenData(train, val, vocab_size, pad, None, info)
 
+
+def _pinned_cache_dir(cfg: DictConfig, cache_dir: Path) -> Path:
+    """The config may pin its own cache (relative: to the project root)."""
+    if not cfg.get("cache_dir"):
+        return cache_dir
+    pinned = Path(str(cfg.cache_dir)).expanduser()
+    if not pinned.is_absolute():
+        pinned = project_root() / pinned
+    return pinned
+
+
+def _token_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The data settings that shape the tokens; where the bytes came from is covered by the
+    content hashes of the files."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(settings, dict)
+    for unused in (
+        "name",
+        "train_files",
+        "val_files",
+        "root",
+        "download",
+        "cache_dir",
+        "train_split",
+        "val_split",
+    ):
+        settings.pop(unused, None)
+    if cfg.tokenizer != "bpe":
+        settings.pop("vocab_size", None)
+    return settings
+
+
+def _to_blocks(
+    cfg: DictConfig, train_ids: list[list[int]], val_ids: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
+    """Token lines → (train, val) blocks of seq_len + 1, the pad id (None when chunked: no
+    padding), and the size info."""
     block = int(cfg.seq_len) + 1
     hint = "use more text, a smaller data.seq_len, or a larger data.max_train_tokens / max_val_tokens"
     if cfg.mode == "chunk":
@@ -352,19 +383,12 @@ def build_text(cfg: DictConfig, cache_dir: Path) -> TokenData:
             if rows.shape[0] == 0:
                 raise DataError(f"the {split} split has no line of 2 or more tokens; {hint}")
     n_train = token_count(train[:, 1:], pad)
-    info: dict[str, int | float | str] = {
+    info: dict[str, Any] = {
         "n_train_tokens": n_train,
         "n_val_tokens": token_count(val[:, 1:], pad),
         "n_train_blocks": train.shape[0],
         "n_val_blocks": val.shape[0],
         "mode": str(cfg.mode),
         "pad_fraction": 1.0 - n_train / (train.shape[0] * (block - 1)),
-        **extra,
     }
-    saved = {"train": train, "val": val, "vocab_size": vocab_size, "pad_id": pad, "info": info}
-    if vocab is not None:
-        saved["vocab"] = vocab  # kept for decoding and inspection
-    _atomic_save(saved, cache_file)
-    elapsed = time.perf_counter() - start
-    info = {**info, "source": sources.description, "cache": "built", "build_seconds": elapsed}
-    return TokenData(train, val, vocab_size, pad, None, info)
+    return train, val, pad, info

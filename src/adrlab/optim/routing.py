@@ -109,20 +109,11 @@ def route_parameters(model: nn.Module, scope: str) -> dict[str, list[tuple[str, 
     return routed
 
 
-def build_optimizer(model: nn.Module, cfg: DictConfig, decay: DecaySpec) -> Optimizer:
-    opt = cfg.optimizer
+def hyperparams_by_role(opt: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hidden matrices, AdamW-routed parameters) group settings from the optimizer config.
+    The adamw_* keys override lr/betas/eps for the AdamW side of a structured optimizer."""
     name = opt.name
-    if name not in OPTIMIZER_CLASSES:
-        raise ConfigError(f"optimizer={name!r} is not known; choose one of: {', '.join(OPTIMIZER_CLASSES)}")
-    if decay.mode == "sqrt_v" and name == "muon":
-        raise ConfigError(
-            "regularizer=sqrt_v penalises λ·√v̂, but optimizer=muon keeps no second moment v̂; "
-            "use adamw, rmsuon or ada_rmsuon, or another regularizer"
-        )
     structured = name != "adamw"
-    lam = float(decay.lam) if decay.active else 0.0
-    mode = decay.mode if decay.active else "none"
-
     betas = tuple(float(b) for b in opt.betas)
     adamw_lr = opt.get("adamw_lr")
     adamw_betas = opt.get("adamw_betas")
@@ -149,6 +140,22 @@ def build_optimizer(model: nn.Module, cfg: DictConfig, decay: DecaySpec) -> Opti
         matrix_hp["normalize"] = bool(opt.normalize)
     if not structured:
         matrix_hp = {**matrix_hp, **adamw_hp, "lr": float(opt.lr)}  # adamw: one set of hyperparameters
+    return matrix_hp, adamw_hp
+
+
+def build_optimizer(model: nn.Module, cfg: DictConfig, decay: DecaySpec) -> Optimizer:
+    opt = cfg.optimizer
+    name = opt.name
+    if name not in OPTIMIZER_CLASSES:
+        raise ConfigError(f"optimizer={name!r} is not known; choose one of: {', '.join(OPTIMIZER_CLASSES)}")
+    if decay.mode == "sqrt_v" and name == "muon":
+        raise ConfigError(
+            "regularizer=sqrt_v penalises λ·√v̂, but optimizer=muon keeps no second moment v̂; "
+            "use adamw, rmsuon or ada_rmsuon, or another regularizer"
+        )
+    lam = float(decay.lam) if decay.active else 0.0
+    mode = decay.mode if decay.active else "none"
+    matrix_hp, adamw_hp = hyperparams_by_role(opt)
 
     routed = route_parameters(model, decay.scope)
     groups: list[dict[str, Any]] = []

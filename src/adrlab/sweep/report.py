@@ -146,33 +146,6 @@ def _optuna_plot(fn, study: optuna.Study, path: Path) -> bool:
     return True
 
 
-def _group_rows(tried: pd.DataFrame, key: str, minimize: bool) -> tuple[list[str], dict[str, float]]:
-    """One table row per schedule, best first (all-pruned schedules last), and each best."""
-    groups = []
-    group_bests: dict[str, float] = {}
-    for group, rows in tried.groupby("group"):
-        complete = rows[rows["state"] == "COMPLETE"]
-        pruned = len(rows) - len(complete)
-        if complete.empty:
-            last = rows["value"].dropna()
-            shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
-            groups.append((math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |"))
-            continue
-        best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
-        best = best_row["value"]
-        lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
-        worst = complete["value"].max() if minimize else complete["value"].min()
-        group_bests[group] = best
-        groups.append(
-            (
-                best if minimize else -best,
-                f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
-                f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |",
-            )
-        )
-    return [row for _, row in sorted(groups, key=lambda g: g[0])], group_bests
-
-
 def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     """Per schedule: the best objective and the λ range whose trials come within 5% of it.
     Schedules whose every trial was pruned are listed too, so a missing row never hides
@@ -187,17 +160,53 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
     if done.empty:
         return []
     minimize = spec.direction == "minimize"
-    best_overall = done["value"].min() if minimize else done["value"].max()
     lines = [
         f"| {' + '.join(cats) or 'all'} | complete | pruned | best | λ at best | "
         "λ range within 5% of this best | worst / best |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
-    rows, group_bests = _group_rows(tried, key, minimize)
-    lines += rows
+    groups = {group: _sensitivity_row(group, rows, key, minimize) for group, rows in tried.groupby("group")}
+    lines += [row for _, row, _ in sorted(groups.values(), key=lambda g: g[0])]
+    group_bests = {group: best for group, (_, _, best) in groups.items() if best is not None}
+    lines += _winner_lines(done, group_bests, spec, key, cats)
+    lines += [
+        "",
+        "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
+        "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
+    ]
+    return lines
+
+
+def _sensitivity_row(
+    group: str, rows: pd.DataFrame, key: str, minimize: bool
+) -> tuple[float, str, float | None]:
+    """(sort order, table row, the group's best value or None if every trial was pruned)."""
+    complete = rows[rows["state"] == "COMPLETE"]
+    pruned = len(rows) - len(complete)
+    if complete.empty:
+        last = rows["value"].dropna()
+        shown = f"pruned (last {last.min() if minimize else last.max():.4g})" if len(last) else "pruned"
+        return math.inf, f"| {group} | 0 | {pruned} | {shown} | – | – | – |", None
+    best_row = complete.loc[complete["value"].idxmin() if minimize else complete["value"].idxmax()]
+    best = best_row["value"]
+    lam = complete[(complete["value"] - best).abs() <= 0.05 * abs(best)][f"p:{key}"]
+    worst = complete["value"].max() if minimize else complete["value"].min()
+    row = (
+        f"| {group} | {len(complete)} | {pruned} | {best:.4g} | {best_row[f'p:{key}']:.3g} | "
+        f"{lam.min():.3g} – {lam.max():.3g} | {worst / best:.3f} |"
+    )
+    return (best if minimize else -best), row, best
+
+
+def _winner_lines(
+    done: pd.DataFrame, group_bests: dict[str, float], spec: SweepSpec, key: str, cats: list[str]
+) -> list[str]:
+    """The winner, how many trials come within 5% of it, and the schedules within 1%."""
+    minimize = spec.direction == "minimize"
+    best_overall = done["value"].min() if minimize else done["value"].max()
     near_all = done[(done["value"] - best_overall).abs() <= 0.05 * abs(best_overall)]
     winner = done.loc[done["value"].idxmin() if minimize else done["value"].idxmax()]
-    lines += [
+    lines = [
         "",
         f"Winner: {_label(winner, cats)} at λ = {winner[f'p:{key}']:.3g} ({best_overall:.4g}). "
         f"{len(near_all)} of {len(done)} completed trials come within 5% of it, with λ from "
@@ -214,12 +223,41 @@ def sensitivity_lines(table: pd.DataFrame, spec: SweepSpec) -> list[str]:
             f"Within 1% of the winner: {', '.join(close)}; with {len(spec.seeds)} seed(s) a trial, "
             "gaps this small do not rank them.",
         ]
-    lines += [
-        "",
-        "A wide λ range within 5% means the result is insensitive to λ there; a worst/best ratio far "
-        "above 1 means λ matters. Pruned trials stopped early; their value is the last one reported.",
-    ]
     return lines
+
+
+def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame, n_trials: int) -> list[str]:
+    """The report's head: what the study is, where its spec and storage are, how far it got
+    (n_trials: the budget the study ran with)."""
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    seeds = "seed from each trial's config" if spec.seeds == [None] else f"mean over seeds {spec.seeds}"
+    return [
+        f"# Sweep `{spec.name}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"- study `{spec.name}` from `{project_relative(spec.path)}`; "
+        f"base overrides: `{' '.join(spec.overrides)}`",
+        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {n_trials}",
+        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: {experiment_link(spec)}",
+        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        "",
+    ]
+
+
+def experiment_link(spec: SweepSpec) -> str:
+    """The study's MLflow experiment as a markdown link to its runs table in `mlflow ui`."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    url = tracking.experiment_urls(uri, [spec.experiment]).get(spec.experiment)
+    return f"[`{spec.experiment}`]({url})" if url else f"`{spec.experiment}`"
+
+
+def run_links(spec: SweepSpec, run_ids: pd.Series) -> list[str]:
+    """Short run ids, each a markdown link to the run's page in `mlflow ui` (when in the store)."""
+    uri = tracking.tracking_uri(compose(spec.overrides))
+    urls = tracking.run_urls(uri, [r for r in run_ids.astype(str) if r])
+    return [f"[{r[:8]}]({urls[r]})" if r in urls else r[:8] for r in run_ids.astype(str)]
 
 
 def _load_existing(study_name: str, storage_url: str) -> optuna.Study | None:
@@ -277,8 +315,37 @@ def resolve_study(
     return spec, url, study
 
 
-def draw_plots(study: optuna.Study, spec: SweepSpec, table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
-    """The report's plots that the data allows, as (title, file name)."""
+def write_sweep_report(
+    name: str | None,
+    *,
+    storage: str | None = None,
+    cli_overrides: list[str] | None = None,
+    study_name: str | None = None,
+) -> Path:
+    spec, storage_url, study = resolve_study(name, storage, cli_overrides, study_name)
+    n_trials = int(study.user_attrs.get(STUDY_N_TRIALS, spec.n_trials))  # the budget it ran with
+    table = trials_table(study)
+    out = report_dir(spec.name)
+    plots = write_plots(spec, study, table, out)
+    lines = [*overview_lines(spec, storage_url, table, n_trials), *_best_trial_lines(spec, study)]
+    sens = sensitivity_lines(table, spec)
+    if sens:
+        lines += ["## Sensitivity to λ", "", *sens, ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for title, file in plots:
+            lines += [f"### {title}", "", f"![{title}]({file})", ""]
+    if not table.empty:
+        lines += ["## Trials", "", _trials_markdown(spec, table), ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_plots(
+    spec: SweepSpec, study: optuna.Study, table: pd.DataFrame, out: Path
+) -> list[tuple[str, str]]:
+    """The report's plots that could be drawn, as (title, file name in `out`)."""
     from optuna.visualization import matplotlib as ovm
 
     plots: list[tuple[str, str]] = []
@@ -293,7 +360,7 @@ def draw_plots(study: optuna.Study, spec: SweepSpec, table: pd.DataFrame, out: P
     return plots
 
 
-def best_trial_lines(study: optuna.Study, spec: SweepSpec) -> list[str]:
+def _best_trial_lines(spec: SweepSpec, study: optuna.Study) -> list[str]:
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return ["## Best trial", "", "No trial has completed yet.", ""]
     best = study.best_trial
@@ -309,51 +376,9 @@ def best_trial_lines(study: optuna.Study, spec: SweepSpec) -> list[str]:
     ]
 
 
-def trials_lines(table: pd.DataFrame) -> list[str]:
-    if table.empty:
-        return []
+def _trials_markdown(spec: SweepSpec, table: pd.DataFrame) -> str:
     params = [c for c in table.columns if c.startswith("p:")]
     shown = table[["trial", "state", "value", "epochs", *params, "run_id", "reason"]].copy()
-    shown["run_id"] = shown["run_id"].astype(str).str[:8]
+    shown["run_id"] = run_links(spec, shown["run_id"])
     shown.columns = [c.removeprefix("p:") for c in shown.columns]
-    return ["## Trials", "", frame_to_markdown(shown), ""]
-
-
-def write_sweep_report(
-    name: str | None,
-    *,
-    storage: str | None = None,
-    cli_overrides: list[str] | None = None,
-    study_name: str | None = None,
-) -> Path:
-    spec, storage_url, study = resolve_study(name, storage, cli_overrides, study_name)
-    n_trials = int(study.user_attrs.get(STUDY_N_TRIALS, spec.n_trials))  # the budget it ran with
-    table = trials_table(study)
-    out = report_dir(spec.name)
-    plots = draw_plots(study, spec, table, out)
-    counts = table["state"].value_counts().to_dict() if not table.empty else {}
-    lines = [
-        f"# Sweep `{spec.name}`",
-        "",
-        spec.description.strip(),
-        "",
-        f"- study `{spec.name}` from `{project_relative(spec.path)}`; "
-        f"overrides: `{' '.join(spec.overrides)}`",
-        f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), mean over seeds {spec.seeds}",
-        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {n_trials}",
-        f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: `{spec.experiment}`",
-        "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        "",
-        *best_trial_lines(study, spec),
-    ]
-    sens = sensitivity_lines(table, spec)
-    if sens:
-        lines += ["## Sensitivity to λ", "", *sens, ""]
-    if plots:
-        lines += ["## Plots", ""]
-        for title, file in plots:
-            lines += [f"### {title}", "", f"![{title}]({file})", ""]
-    lines += trials_lines(table)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+    return frame_to_markdown(shown)

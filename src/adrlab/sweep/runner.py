@@ -20,12 +20,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from adrlab import signals, tracking
+from adrlab import run_names, signals, tracking
 from adrlab.config import compose
+from adrlab.runstore import checkpoint_path, epochs_of
 from adrlab.sweep.report import write_sweep_report
 from adrlab.sweep.spec import SpecError, SweepSpec, load_spec
 from adrlab.sweep.storage import (  # several are re-exported: callers look for them here
     ATTR_FAIL_REASON,
+    ATTR_RETRY_OF,
+    ATTR_WORKER,
     STUDY_FAMILY,
     STUDY_N_TRIALS,
     STUDY_OVERRIDES,
@@ -40,14 +43,12 @@ from adrlab.sweep.storage import (  # several are re-exported: callers look for 
     storage_identity,
     with_creation_retry,
 )
-from adrlab.train import Pruned, checkpoint_path, epochs_of, train
+from adrlab.train import Pruned, train
 
 TAG_SWEEP = "adrlab.sweep"
-TAG_TRIAL = "adrlab.trial"
+TAG_TRIAL = tracking.TAG_TRIAL
 TAG_STORAGE = "adrlab.storage"
 TAG_SWEEP_PARENT = "adrlab.sweep_parent"
-ATTR_WORKER = "worker"
-ATTR_RETRY_OF = "retry_of"
 SURPLUS = "surplus: the budget was claimed by other workers when this trial started"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -292,7 +293,11 @@ class TrialContext:
     storage_url: str
     parent_run_id: str | None
     reuse: bool
-    uri: str  # MLflow tracking URI
+    uri: str = ""  # MLflow tracking URI; empty: the one the spec's overrides compose to
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            self.uri = tracking.tracking_uri(compose(self.spec.overrides))
 
 
 def pruning_callback(trial: optuna.Trial, spec: SweepSpec, active: bool, before: list[dict[str, float]]):
@@ -386,6 +391,8 @@ def _run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     for i, seed in enumerate(spec.seeds):
         cfg = compose(overrides if seed is None else [*overrides, f"seed={seed}"])
         seed = int(cfg.seed)
+        shown = values if len(spec.seeds) == 1 else {**values, "seed": seed}
+        cfg.tracking.run_name = run_names.run_name(cfg, tags, shown)  # `t07 λ=0.031 cosine`
         result = train_seed(trial, ctx, cfg, i == 0, tags)
         trial.set_user_attr(f"run_id_seed{seed}", result.run_id)
         if result.reused_from:

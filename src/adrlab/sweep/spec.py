@@ -11,13 +11,16 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from adrlab.config import ConfigError, compose, conf_dir, project_root
+from adrlab.config import ConfigError, compose, compose_explained, conf_dir, project_root
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
 PRUNERS = ("median", "hyperband", "none")
 STATISTICS = ("best", "final")
 DIRECTIONS = ("minimize", "maximize")
 PARAM_TYPES = ("float", "int", "categorical")
+# `seeds: from_config`: no seed loop per trial; each trial runs with the seed its config has
+# (the default, or a swept `seed`), as in a Hydra multirun.
+SEEDS_FROM_CONFIG = "from_config"
 CONFIG_GROUPS = ("optimizer", "regularizer", "lr_schedule", "wd_schedule", "model", "data", "experiment")
 
 
@@ -58,7 +61,7 @@ class SweepSpec:
     metric: str
     statistic: str
     direction: str
-    seeds: list[int]
+    seeds: list[int | None]  # [None] for jobs: each job carries its own seed
     enqueue: list[dict[str, Any]]
     experiment: str
     # A fixed list of runs instead of a search (ADR experiments): job name → overrides (seed
@@ -184,58 +187,41 @@ def _parse_param(key: str, node: Any) -> Param:
     )
 
 
+TOP_LEVEL_KEYS = {
+    "name",
+    "description",
+    "base",
+    "space",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "objective",
+    "seeds",
+    "enqueue",
+    "tracking",
+    "jobs",
+    "tags",
+}
+
+
 def load_spec(
     name_or_path: str, cli_overrides: list[str] | None = None, n_trials: int | None = None
 ) -> SweepSpec:
     path = resolve_spec_path(name_or_path)
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level")
+    raw = _read_spec_file(path)
     where = path.name
-    _known_keys(
-        raw,
-        {
-            "name",
-            "description",
-            "base",
-            "space",
-            "sampler",
-            "pruner",
-            "n_trials",
-            "objective",
-            "seeds",
-            "enqueue",
-            "tracking",
-            "jobs",
-            "tags",
-        },
-        where,
-    )
     base = raw.get("base") or {}
     _known_keys(base, {"overrides"}, f"{where}: base")
     objective = _require(raw, "objective", where)
     _known_keys(objective, {"metric", "statistic", "direction"}, f"{where}: objective")
     sampler = {"name": "tpe", "seed": 0, **(raw.get("sampler") or {})}
     pruner = {"name": "median", **(raw.get("pruner") or {})}
-    if sampler["name"] not in SAMPLERS:
-        raise SpecError(
-            f"sampler.name={sampler['name']!r} is not valid; choose one of: {', '.join(SAMPLERS)}"
-        )
-    if pruner["name"] not in PRUNERS:
-        raise SpecError(f"pruner.name={pruner['name']!r} is not valid; choose one of: {', '.join(PRUNERS)}")
+    _check_choice("sampler.name", sampler["name"], SAMPLERS)
+    _check_choice("pruner.name", pruner["name"], PRUNERS)
     statistic = objective.get("statistic", "best")
     direction = objective.get("direction", "minimize")
-    if statistic not in STATISTICS:
-        raise SpecError(
-            f"objective.statistic={statistic!r} is not valid; choose one of: {', '.join(STATISTICS)}"
-        )
-    if direction not in DIRECTIONS:
-        raise SpecError(
-            f"objective.direction={direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}"
-        )
+    _check_choice("objective.statistic", statistic, STATISTICS)
+    _check_choice("objective.direction", direction, DIRECTIONS)
     jobs = {str(k): [str(o) for o in v] for k, v in (raw.get("jobs") or {}).items()}
     if jobs:
         # Every job is enqueued as a fixed trial: workers pop them from the storage one at a
@@ -249,7 +235,6 @@ def load_spec(
     space_node = _require(raw, "space", where)
     if not isinstance(space_node, dict) or not space_node:
         raise SpecError(f"{where}: `space` must be a non-empty mapping of config paths to distributions")
-    space = [_parse_param(k, v) for k, v in space_node.items()]
     name = str(raw.get("name", path.stem))
     if cli_overrides:
         # The same spec with other overrides (e.g. scale=paper) is a different study.
@@ -259,34 +244,54 @@ def load_spec(
         path=path,
         description=str(raw.get("description", "")),
         overrides=[*list(base.get("overrides") or []), *(cli_overrides or [])],
-        space=space,
+        space=[_parse_param(k, v) for k, v in space_node.items()],
         sampler=sampler,
         pruner=pruner,
         n_trials=int(n_trials if n_trials is not None else raw.get("n_trials", 20)),
         metric=str(objective.get("metric", "val_ppl")),
         statistic=statistic,
         direction=direction,
-        seeds=[int(s) for s in (raw.get("seeds") or [0])],
+        seeds=[] if raw.get("seeds") == SEEDS_FROM_CONFIG else [int(s) for s in (raw.get("seeds") or [0])],
         enqueue=list(raw.get("enqueue") or []),
         experiment=str((raw.get("tracking") or {}).get("experiment", f"sweep-{name}")),
         jobs=jobs,
         tags={str(k): str(v) for k, v in (raw.get("tags") or {}).items()},
     )
-    if jobs:
-        spec.seeds = [None]  # type: ignore[list-item]  # each job carries its own seed
+    if jobs or not spec.seeds:
+        spec.seeds = [None]  # each job (or grid point) carries its own seed
     if spec.sampler["name"] == "grid":
-        # Shared by several workers, Optuna's grid sampler can hand out one point twice and
-        # skip another. Enqueued fixed trials are popped atomically from the storage instead.
-        grid = [
-            dict(zip(spec.keys, values)) for values in itertools.product(*(p.grid_values() for p in space))
-        ]
-        spec.enqueue = [*spec.enqueue, *(g for g in grid if g not in spec.enqueue)]
-        if n_trials is None and "n_trials" not in raw:
-            spec.n_trials = len(grid)
+        _enqueue_grid(spec, fixed_n_trials=n_trials is not None or "n_trials" in raw)
     if spec.n_trials <= 0:
         raise SpecError(f"n_trials={spec.n_trials} must be > 0")
     validate_against_config(spec)
     return spec
+
+
+def _read_spec_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    _known_keys(raw, TOP_LEVEL_KEYS, path.name)
+    return raw
+
+
+def _check_choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SpecError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _enqueue_grid(spec: SweepSpec, *, fixed_n_trials: bool) -> None:
+    """Shared by several workers, Optuna's grid sampler can hand out one point twice and skip
+    another. Enqueued fixed trials are popped atomically from the storage instead."""
+    grid = [
+        dict(zip(spec.keys, values)) for values in itertools.product(*(p.grid_values() for p in spec.space))
+    ]
+    spec.enqueue = [*spec.enqueue, *(g for g in grid if g not in spec.enqueue)]
+    if not fixed_n_trials:
+        spec.n_trials = len(grid)
 
 
 def _config_has(cfg: DictConfig, dotted: str) -> bool:
@@ -336,9 +341,92 @@ def validate_against_config(spec: SweepSpec) -> None:
             raise SpecError(
                 f"space.{p.key}: no such config path"
                 + (f" when {', '.join(context)}" if context else "")
-                + "; use a dotted path of the composed config (adrlab run --print-config shows it)"
+                + "; use a dotted path of the composed config (adrlab run --cfg job shows it)"
             )
     for i, point in enumerate(spec.enqueue):
         unknown = set(point) - set(spec.keys)
         if unknown:
             raise SpecError(f"enqueue[{i}]: {sorted(unknown)} are not parameters of the space {spec.keys}")
+
+
+# --------------------------------------------------------------------------- multirun
+
+
+def _sweep_values(override: Any, groups: dict[str, list[str]]) -> list[Any]:
+    """The values of one Hydra sweep override (a,b / choice() / range() / glob() of a group)."""
+    from hydra.core.override_parser.types import QuotedString
+
+    where = f"-m {override.input_line}"
+    if override.is_interval_sweep():
+        raise SpecError(f"{where}: interval() needs a sampler, not a grid; write a sweeps/ spec instead")
+    if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+        if override.key_or_group not in groups:
+            raise SpecError(f"{where}: glob() selects options of a config group ({', '.join(groups)})")
+        return override.value().filter(groups[override.key_or_group])
+    values = [v.text if isinstance(v, QuotedString) else v for v in override.sweep_iterator()]
+    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise SpecError(f"{where}: a grid takes plain values (numbers, strings, booleans), not {bad}")
+    return values
+
+
+def multirun_spec(overrides: list[str]) -> dict[str, Any]:
+    """`adrlab run -m` overrides → a sweep spec document (as in sweeps/*.yaml): the swept keys
+    (a,b, choice(), range(), glob() over a group) form a grid walked once, point by point, each
+    with the seed its config says; the other overrides are the base. Named
+    multirun-<swept keys>-<hash of the overrides>, so the same command resumes its study."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from adrlab.config import config_groups, normalize_overrides
+
+    overrides = normalize_overrides(list(overrides))
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise SpecError(f"-m: {str(exc).splitlines()[0]}") from exc
+    groups = config_groups()
+    base: list[str] = []
+    space: dict[str, Any] = {}
+    for override in parsed:
+        if not override.is_sweep_override():
+            base.append(override.input_line)
+            continue
+        if override.get_key_element() != override.key_or_group:
+            raise SpecError(f"-m {override.input_line}: sweep a key as key=a,b (no +, ~ or @package)")
+        space[override.key_or_group] = {"type": "categorical", "choices": _sweep_values(override, groups)}
+    if not space:
+        raise SpecError(
+            "-m needs at least one swept override, e.g. optimizer=adamw,rmsuon or seed=range(1,4)"
+        )
+    keys = "-".join(space).replace("/", "_")[:48]
+    digest = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:8]
+    return {
+        "name": f"multirun-{keys}-{digest}",
+        "description": "adrlab run -m " + " ".join(overrides),
+        "base": {"overrides": base},
+        "space": space,
+        "sampler": {"name": "grid", "seed": 0},
+        "pruner": {"name": "none"},
+        "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
+        "seeds": SEEDS_FROM_CONFIG,
+    }
+
+
+def write_multirun_spec(overrides: list[str], folder: Path) -> Path:
+    """Write the multirun's spec to folder/<name>.yaml (workers load it from there), after
+    composing every grid point, so a bad value or combination stops the command before any
+    worker starts."""
+    document = multirun_spec(overrides)
+    base = document["base"]["overrides"]
+    space = document["space"]
+    for point in itertools.product(*(param["choices"] for param in space.values())):
+        chosen = [f"{key}={_fmt(value)}" for key, value in zip(space, point)]
+        try:
+            compose_explained([*base, *chosen])
+        except ConfigError as exc:
+            raise SpecError(f"-m point {' '.join(chosen)}: {exc}") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{document['name']}.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(document)))
+    load_spec(str(path))  # the same validation `adrlab sweep` does
+    return path

@@ -2,7 +2,8 @@
 how they are shown without secrets, and the lock under which nodes that start together
 create the schema, the study and the MLflow parent run exactly once.
 
-Both the runner and the report import from here, so neither imports the other's internals.
+The runner (which trains trials) and the report (which reads them) both need these; keeping
+them here lets the report read a study without importing the runner.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from adrlab.config import project_root
 
 T = TypeVar("T")
 
+# Trial user attributes: the worker (host:pid) that owns a trial, why it failed, and which
+# trial a re-enqueued one retries.
+ATTR_WORKER = "worker"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_RETRY_OF = "retry_of"
 # Study user attributes: what the study was run with, so `report --study FULLNAME` needs nothing else.
 STUDY_SPEC = "adrlab.spec"
 STUDY_OVERRIDES = "adrlab.overrides"

@@ -1,0 +1,187 @@
+"""Validity guards: can an arm's runs speak to a criterion at all?
+
+Checked for every arm a criterion uses, from the evidence table alone (so the verdict stays a
+pure function of criteria and evidence). The numeric rules, also in adr/README.md:
+
+- learns: every run's best val PPL is below half the uniform PPL (the vocabulary size) and its
+  final val PPL is below 90% of it; otherwise the model did not learn or collapsed back to
+  uniform, and the criterion is INVALID;
+- acts: an arm that declares its no-op ``control`` arm is INVALID for claims about it (as
+  ``arm``) when its per-epoch val PPL stays within a relative 1e-3 of the control's, epoch by
+  epoch, for every seed (for a sweep arm: at any swept value);
+- regime (warning): a decay arm's τ_iter above the run's total steps (the decay barely acts)
+  or below one epoch (it forgets within an epoch); measured final weight RMS vs √(η/2λ);
+- edge (warning): a sweep's optimum on the edge of the swept range, when its difference from
+  the neighbouring value is distinguishable (a Welch interval that excludes zero).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adrlab.adr import stats
+from adrlab.adr.document import Adr, Criterion
+
+LEARN_FRACTION = 0.5  # best val PPL must be below this fraction of the uniform PPL
+COLLAPSE_FRACTION = 0.9  # final val PPL at or above this fraction of uniform: collapsed
+CONTROL_MARGIN = 1e-3  # relative difference below which an arm reproduces its control
+VOCAB_PARAM = "data.vocab_size"
+SWEEP_PARAM = "regularizer.weight_decay"
+
+
+def _param(evidence: pd.DataFrame, run_id: str, key: str) -> float:
+    rows = evidence[
+        (evidence["run_id"] == run_id) & (evidence["kind"] == "param") & (evidence["metric"] == key)
+    ]
+    value = pd.to_numeric(rows["value"], errors="coerce").dropna()
+    return float(value.iloc[-1]) if not value.empty else math.nan
+
+
+def _epochs(evidence: pd.DataFrame, run_id: str, metric: str = "val_ppl") -> pd.Series:
+    rows = evidence[
+        (evidence["run_id"] == run_id) & (evidence["kind"] == "epoch") & (evidence["metric"] == metric)
+    ]
+    return pd.to_numeric(rows.set_index("x")["value"], errors="coerce").sort_index()
+
+
+def learning_guard(
+    evidence: pd.DataFrame, arm: str, run_ids: Sequence[str], vocab_size: float | None
+) -> str | None:
+    """A finding when a (non-diverged) run of ``arm`` did not learn or collapsed to uniform."""
+    bad = []
+    for run_id in run_ids:
+        ppl = _epochs(evidence, run_id).dropna()
+        vocab = _param(evidence, run_id, VOCAB_PARAM)
+        vocab = vocab_size if math.isnan(vocab) and vocab_size else vocab
+        if ppl.empty or not vocab or math.isnan(vocab):
+            continue
+        best, final = float(ppl.min()), float(ppl.iloc[-1])
+        if best >= LEARN_FRACTION * vocab or final >= COLLAPSE_FRACTION * vocab:
+            bad.append(f"{run_id[:8]} best {best:.4g}, final {final:.4g}")
+    if not bad:
+        return None
+    return (
+        f"{arm} did not learn or collapsed (uniform PPL = vocab {vocab:.0f}; needs best < "
+        f"{LEARN_FRACTION:g}× and final < {COLLAPSE_FRACTION:g}× uniform): {'; '.join(bad)}"
+    )
+
+
+def _rel_diff(evidence: pd.DataFrame, run_a: str, run_b: str) -> float:
+    a, b = _epochs(evidence, run_a), _epochs(evidence, run_b)
+    joined = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
+    if joined.empty:
+        return math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.max(np.abs(joined["a"] / joined["b"] - 1.0)))
+
+
+def control_guard(
+    evidence: pd.DataFrame, arm: str, control: str, values: Sequence[Any], over: str
+) -> str | None:
+    """A finding when ``arm`` reproduces ``control`` seed by seed (per swept value for a sweep)."""
+    control_runs = evidence[(evidence["arm"] == control)].drop_duplicates("run_id")
+    by_seed = dict(zip(control_runs["seed"], control_runs["run_id"]))
+    groups: dict[Any, list[float]] = {}
+    for v in values:
+        if v.run.seed not in by_seed:
+            continue
+        key = v.param if v.param is not None else _param(evidence, v.run.run_id, over)
+        groups.setdefault(key, []).append(_rel_diff(evidence, v.run.run_id, by_seed[v.run.seed]))
+    noop = {k: max(d) for k, d in groups.items() if d and max(d) < CONTROL_MARGIN}
+    if not noop:
+        return None
+    worst = max(noop.values())
+    where = (
+        ""
+        if len(groups) <= 1
+        else f" at {over}=" + ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in sorted(noop))
+    )
+    return (
+        f"the intervention does not act: {arm}{where} stays within a relative {CONTROL_MARGIN:g} of its "
+        f"control {control} at every epoch for every seed (max difference {worst:.2g})"
+    )
+
+
+def regime_guard(evidence: pd.DataFrame, arm: str, run_ids: Sequence[str]) -> str | None:
+    """A warning when a decay arm's time scale misses the run, with measured vs predicted RMS."""
+    if not run_ids:
+        return None
+    run_id = run_ids[0]  # η, λ and the schedule are the same for every seed of an arm
+    lam, tau = _param(evidence, run_id, "derived.lambda"), _param(evidence, run_id, "derived.tau_iter")
+    per_epoch = _param(evidence, run_id, "derived.steps_per_epoch")
+    if not lam > 0 or not math.isfinite(tau) or not per_epoch > 0:
+        return None
+    total = per_epoch * len(_epochs(evidence, run_id))
+    parts = []
+    if tau > total:
+        parts.append(f"τ_iter {tau:.4g} steps exceeds the run's {total:.0f} steps: the decay barely acts")
+    elif tau < per_epoch:
+        parts.append(
+            f"τ_iter {tau:.4g} steps is below one epoch ({per_epoch:.0f} steps): "
+            "the weights forget within an epoch"
+        )
+    rms = evidence[
+        (evidence["run_id"] == run_id) & (evidence["kind"] == "step") & (evidence["metric"] == "weight_rms")
+    ]
+    predicted = _param(evidence, run_id, "derived.predicted_weight_rms")
+    if parts and not rms.empty and math.isfinite(predicted):
+        measured = float(pd.to_numeric(rms.sort_values("x")["value"]).iloc[-1])
+        parts.append(f"final weight RMS {measured:.3g} vs predicted √(η/2λ) {predicted:.3g}")
+    return f"regime of {arm}: " + "; ".join(parts) if parts else None
+
+
+def edge_guard(arm: str, values: Sequence[Any], over: str, mode: str) -> str | None:
+    """A warning when a sweep's best swept value is an edge of the range and distinguishable
+    from its neighbour (a Welch interval of the difference that excludes zero)."""
+    groups: dict[Any, list[float]] = {}
+    for v in values:
+        groups.setdefault(v.param, []).append(v.value)
+    keys = sorted(k for k in groups if isinstance(k, float))
+    if len(keys) < 3:
+        return None
+    means = [float(np.mean(groups[k])) for k in keys]
+    best = int(np.argmin(means) if mode == "min" else np.argmax(means))
+    if best not in (0, len(keys) - 1):
+        return None
+    neighbour = 1 if best == 0 else len(keys) - 2
+    iv = stats.welch_interval(groups[keys[best]], groups[keys[neighbour]], "difference")
+    if not (iv.low > 0 or iv.high < 0):
+        return None
+    return (
+        f"{arm}: the optimum {over}={keys[best]:g} is on the edge of the swept range and differs from "
+        f"{keys[neighbour]:g} beyond noise: widen the sweep"
+    )
+
+
+def check(
+    adr: Adr,
+    c: Criterion,
+    evidence: pd.DataFrame,
+    scale: str,
+    per_arm: dict[str, list[Any]],
+    vocab_size: float | None,
+) -> tuple[bool, list[str]]:
+    """(invalid, findings) for the arms of ``c``: learning and control findings invalidate."""
+    exp = adr.experiments.get(scale)
+    invalid: list[str] = []
+    warnings: list[str] = []
+    over = str(c.statistic.params.get("over", SWEEP_PARAM))
+    for arm, values in per_arm.items():
+        finished = [v.run.run_id for v in values if not v.run.diverged]
+        found = learning_guard(evidence, arm, finished, vocab_size)
+        invalid += [found] if found else []
+        declared = exp.arms.get(arm) if exp is not None else None
+        if arm == c.arm and declared is not None and declared.control:
+            found = control_guard(evidence, arm, declared.control, values, over)
+            invalid += [found] if found else []
+        found = regime_guard(evidence, arm, finished)
+        warnings += [found] if found else []
+        if c.statistic.name == "spread":
+            found = edge_guard(arm, values, over, c.mode)
+            warnings += [found] if found else []
+    return bool(invalid), [f"INVALID: {m}" for m in invalid] + [f"warning: {m}" for m in warnings]

@@ -1,0 +1,261 @@
+"""Validity guards, paired vs unpaired intervals, Holm, diverged `best`, scales: the edge cases."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adrlab.adr.document import parse_adr, parse_adr_text
+from adrlab.adr.verdict import (
+    CORE_COLUMNS,
+    FAIL,
+    INCONCLUSIVE,
+    INVALID,
+    NO_DATA,
+    PASS,
+    evaluate,
+    load_evidence,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ADR = """\
+---
+title: "ADR-0099: guards"
+status: "Proposed"
+experiments:
+  smoke:
+    seeds: [1, 2, 3]
+    overrides: ["scale=smoke"]
+    arms:
+      base: ["optimizer=rmsuon"]
+      treat: {{overrides: ["optimizer=rmsuon"], control: base}}
+      other: ["optimizer=adamw"]
+criteria:
+  - id: P1
+    claim: "treat beats base"
+    role: primary
+    arm: treat
+    baseline: base
+    relation: ratio
+    metric: val_ppl
+    statistic: {statistic}
+    compare: "<"
+    threshold: 1.0
+  - id: P2
+    claim: "other beats base"
+    role: primary
+    arm: other
+    baseline: base
+    relation: ratio
+    metric: val_ppl
+    statistic: final
+    compare: "<"
+    threshold: 1.0
+---
+"""
+
+
+def rows(run: str, arm: str, seed: int, values: list[float], status: str = "FINISHED") -> list[tuple]:
+    return [(run, arm, seed, status, "epoch", "val_ppl", float(i), v) for i, v in enumerate(values, start=1)]
+
+
+def table(runs: dict[tuple[str, int], list[float]], diverged: tuple[str, ...] = ()) -> pd.DataFrame:
+    out = []
+    for (arm, seed), values in runs.items():
+        run = f"{arm}{seed}".ljust(16, "x")
+        out += rows(run, arm, seed, values, "DIVERGED" if arm in diverged else "FINISHED")
+        out.append((run, arm, seed, "FINISHED", "param", "data.vocab_size", math.nan, 512.0))
+    return pd.DataFrame(out, columns=list(CORE_COLUMNS))
+
+
+def adr(statistic: str = "final"):
+    return parse_adr_text(ADR.format(statistic=statistic), "adr/0099-guards.md")
+
+
+def base_runs(treat_factor: float = 0.8, other_factor: float = 0.9) -> dict[tuple[str, int], list[float]]:
+    out = {}
+    for seed, noise in ((1, 1.0), (2, 1.05), (3, 0.97)):
+        base = [30.0 * noise, 20.0 * noise, 18.0 * noise]
+        out[("base", seed)] = base
+        out[("treat", seed)] = [v * treat_factor * (1 + 0.01 * seed) for v in base]
+        out[("other", seed)] = [v * other_factor * (1 + 0.002 * seed) for v in base]
+    return out
+
+
+def by_id(v):
+    return {r.id: r for r in v.results}
+
+
+def test_adr_0001_snapshot_marks_the_collapsed_arm() -> None:
+    from adrlab.adr.report import vocab_size
+
+    doc = parse_adr(next((ROOT / "adr").glob("0001-*.md")))
+    ev = load_evidence(ROOT / "reports" / "adr-0001" / "runs.csv")
+    assert vocab_size(doc, "smoke", ev) == 512  # old snapshot: the uniform PPL from the config
+    v = evaluate(doc, ev, "smoke", vocab_size=512)
+    for r in v.results:
+        collapsed = "timescale_per_step" in (r.arm, r.baseline)
+        assert (r.verdict == INVALID) == collapsed, r.id
+        if collapsed:
+            assert any("did not learn or collapsed" in g for g in r.guards)
+    stable = by_id(v)["STABLE-per_step"]  # 512/468 ≤ 1.10 used to PASS
+    assert stable.verdict == INVALID
+
+
+def test_intervention_that_reproduces_its_control_is_invalid() -> None:
+    runs = base_runs()
+    for seed in (1, 2, 3):
+        runs[("treat", seed)] = [v * (1 + 2e-4) for v in runs[("base", seed)]]
+    r = by_id(evaluate(adr(), table(runs)))["P1"]
+    assert r.verdict == INVALID
+    assert any("does not act" in g and "control base" in g for g in r.guards)
+    # a real effect: not flagged
+    assert by_id(evaluate(adr(), table(base_runs())))["P1"].verdict == PASS
+
+
+def test_paired_when_seeds_match_welch_when_not() -> None:
+    r = by_id(evaluate(adr(), table(base_runs())))["P1"]
+    assert r.method == "paired t over 3 matched seeds"
+    runs = base_runs()
+    del runs[("treat", 3)]
+    r = by_id(evaluate(adr(), table(runs)))["P1"]
+    assert "Welch" in r.method and "seeds do not match" in r.method
+
+
+def test_diverged_runs_are_worst_even_for_best() -> None:
+    # Every treat run diverged after a brilliant first epoch: `best` must not look good.
+    runs = base_runs()
+    for seed in (1, 2, 3):
+        runs[("treat", seed)] = [1.0]
+    ev = table(runs, diverged=("treat",))
+    r = by_id(evaluate(adr("best"), ev))["P1"]
+    assert r.estimate == math.inf and r.verdict == FAIL
+
+
+def test_holm_decides_rejection_and_iut_acceptance() -> None:
+    v = evaluate(adr(), table(base_runs()))
+    assert v.recommended_status == "Accepted" and "intersection–union" in v.rule
+    # P2 fails clearly: Rejected, and the rule names Holm
+    v = evaluate(adr(), table(base_runs(other_factor=1.5)))
+    assert by_id(v)["P2"].verdict == FAIL
+    assert v.recommended_status == "Rejected" and "Holm" in v.rule and "P2" in v.rule
+
+
+def test_marginal_fail_does_not_survive_holm() -> None:
+    runs = base_runs()
+    for seed, f in (
+        (1, math.exp(0.04)),
+        (2, math.exp(0.06)),
+        (3, math.exp(0.08)),
+    ):  # t = 5.2: fails at 95% (4.30), not at 97.5% (6.21)
+        runs[("other", seed)] = [v * f for v in runs[("base", seed)]]
+    v = evaluate(adr(), table(runs))
+    assert by_id(v)["P2"].verdict == FAIL
+    assert v.recommended_status == "Proposed" and "does not survive Holm" in v.rule
+
+
+def test_inconclusive_names_interval_and_rough_seeds() -> None:
+    runs = base_runs()
+    for seed, f in ((1, 0.95), (2, 1.03), (3, 0.97)):
+        runs[("other", seed)] = [v * f for v in runs[("base", seed)]]
+    r = by_id(evaluate(adr(), table(runs)))["P2"]
+    assert r.verdict == INCONCLUSIVE
+    assert "straddles the threshold" in r.note and f"[{r.ci_low:.4g}, {r.ci_high:.4g}]" in r.note
+    assert r.seeds_needed is not None and r.seeds_needed > 3
+
+
+def test_another_scales_runs_never_stand_in() -> None:
+    ev = table(base_runs()).assign(scale="smoke")
+    v = evaluate(adr(), ev, "paper")
+    assert all(r.verdict == NO_DATA for r in v.results)
+
+
+def test_regime_and_edge_warnings() -> None:
+    text = (
+        ADR.format(statistic="final").split("criteria:")[0]
+        + """criteria:
+  - id: S
+    claim: "sweep"
+    role: flag
+    arm: other
+    metric: val_ppl
+    statistic: {name: spread, over: regularizer.weight_decay, of: final, kind: min}
+    compare: "<"
+    threshold: 100
+---
+"""
+    )
+    doc = parse_adr_text(text, "adr/0099-guards.md")
+    out = []
+    for i, (lam, level) in enumerate([(0.01, 10.0), (0.1, 12.0), (1.0, 14.0)]):
+        for seed in (1, 2, 3):
+            run = f"o{i}{seed}".ljust(16, "x")
+            out += rows(run, "other", seed, [level + 0.01 * seed] * 3)
+            out.append((run, "other", seed, "FINISHED", "param", "regularizer.weight_decay", math.nan, lam))
+            for key, value in (
+                ("derived.lambda", lam),
+                ("derived.tau_iter", 5000.0),
+                ("derived.steps_per_epoch", 10.0),
+            ):
+                out.append((run, "other", seed, "FINISHED", "param", key, math.nan, value))
+    r = evaluate(doc, pd.DataFrame(out, columns=list(CORE_COLUMNS))).results[0]
+    assert r.verdict == PASS  # warnings do not change the verdict
+    assert any("τ_iter 5000 steps exceeds the run's 30 steps" in g for g in r.guards)
+    assert any("optimum regularizer.weight_decay=0.01 is on the edge" in g for g in r.guards)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "metric: val_ppl\n    statistic: final\n",
+            "metric: val_pll\n    statistic: final\n",
+            "adrlab never logs 'val_pll'; valid: val_ppl",
+        ),
+        (
+            "statistic: final\n",
+            "statistic: {name: slope, start: 1}\n",
+            "ratio of slope (which can change sign)",
+        ),
+        ("control: base}", "control: nobody}", "unknown control arm 'nobody'"),
+    ],
+)
+def test_lint_level_schema_errors(old: str, new: str, message: str) -> None:
+    from adrlab.adr.document import AdrError
+
+    text = ADR.format(statistic="final").replace(old, new, 1)
+    with pytest.raises(AdrError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_adr_text(text, "adr/0099-guards.md")
+
+
+def test_spread_kind_must_match_mode() -> None:
+    from adrlab.adr.document import AdrError
+
+    text = ADR.format(statistic="{name: spread, over: regularizer.weight_decay, of: best, kind: min}")
+    text = text.replace(
+        '    compare: "<"\n    threshold: 1.0\n  - id: P2',
+        '    mode: max\n    compare: "<"\n    threshold: 1.0\n  - id: P2',
+    )
+    with pytest.raises(AdrError, match="kind: min is the best value over the sweep, but mode: max"):
+        parse_adr_text(text, "adr/0099-guards.md")
+
+
+def test_adr_lint_reports_misspelled_metric_and_signed_ratio(tmp_path: Path) -> None:
+    from adrlab.adr.lint import lint
+
+    text = ADR.format(statistic="final").replace(
+        "metric: val_ppl\n    statistic: final\n", "metric: val_pll\n    statistic: final\n", 1
+    )
+    (tmp_path / "0099-misspelled.md").write_text(text, encoding="utf-8")
+    signed = ADR.format(statistic="{name: slope, start: 1}")
+    (tmp_path / "0098-signed.md").write_text(signed, encoding="utf-8")
+    messages = [str(m) for m in lint([tmp_path])]
+    assert any(
+        "0099-misspelled.md:" in m and "adrlab never logs 'val_pll'; valid: val_ppl, val_loss" in m
+        for m in messages
+    )
+    assert any("0098-signed.md:" in m and "use relation: difference" in m for m in messages)

@@ -1,0 +1,108 @@
+"""`adrlab report` across scales, history and --diff, in a clone without any runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from adrlab.adr.history import MAX_DIFF_CHARS, _diff_text, verdict_diff
+from adrlab.adr.report import run_report
+from adrlab.adr.verdict import UNKNOWN, load_evidence
+from adrlab.adr.writeback import block_verdicts, find_block
+
+ROOT = Path(__file__).resolve().parents[1]
+VERDICT_WORDS = ("**PASS**", "**FAIL**", "**INCONCLUSIVE**", "**INVALID**")
+
+
+@pytest.fixture
+def clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout with ADR-0001 and its committed smoke snapshot, and an empty run store."""
+    for folder in ("conf", "sweeps"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / "adr").mkdir()
+    adr = next((ROOT / "adr").glob("0001-*.md"))
+    shutil.copy(adr, tmp_path / "adr" / adr.name)
+    shutil.copytree(ROOT / "reports" / "adr-0001", tmp_path / "reports" / "adr-0001")
+    monkeypatch.setenv("ADRLAB_ROOT", str(tmp_path))
+    monkeypatch.setenv("ADRLAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ADRLAB_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_old_snapshot_loads_as_smoke_with_unknown_provenance() -> None:
+    ev = load_evidence(ROOT / "reports" / "adr-0001" / "runs.csv")
+    assert set(ev["scale"]) == {"smoke"}
+    assert set(ev["git_sha"]) == {UNKNOWN} and set(ev["config_hash"]) == {UNKNOWN}
+
+
+def test_paper_scale_without_runs_never_shows_smoke_verdicts(clone: Path, capsys) -> None:
+    path = next((clone / "adr").glob("0001-*.md"))
+    assert run_report("0001", scale="paper") == 0
+    out = capsys.readouterr().out
+    assert "paper: NO DATA" in out and "smoke: re-derived from reports/adr-0001/runs.csv" in out
+    block = find_block(path.read_text(encoding="utf-8"))
+    assert block is not None
+    smoke, paper = block.text.split("### Scale `paper`")
+    assert "### Scale `smoke`" in smoke and any(w in smoke for w in VERDICT_WORDS)
+    assert "**NO DATA**: no runs in this store and no reports/adr-0001/runs-paper.csv" in paper
+    assert not any(w in paper for w in VERDICT_WORDS)
+    assert {scale for scale, _ in block_verdicts(block.text)} == {"smoke"}
+    assert run_report("0001", scale="paper", check=True) == 0
+    assert run_report("0001", scale="smoke", check=True) == 0  # --check re-derives every section
+
+
+def test_history_is_idempotent_and_check_never_writes(clone: Path) -> None:
+    path = next((clone / "adr").glob("0001-*.md"))
+    history = clone / "reports" / "adr-0001" / "history.csv"
+    history.unlink(missing_ok=True)
+    text = path.read_text(encoding="utf-8")
+    # Pretend the committed block said FAIL where the engine now says INVALID.
+    path.write_text(text.replace("**INVALID**", "**FAIL**", 1), encoding="utf-8")
+    assert run_report("0001", check=True) == 1  # stale, and nothing written
+    assert not history.exists()
+    assert run_report("0001", force=True) == 0
+    rows = history.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "date,scale,criterion,old,new,estimate,commits"
+    assert len(rows) == 2 and ",smoke,IMP-003-early-per_step,FAIL,INVALID," in rows[1]
+    assert path.read_text(encoding="utf-8") == text
+    before = history.read_bytes()
+    assert run_report("0001") == 0  # same evidence: nothing appended
+    assert history.read_bytes() == before
+    report = (clone / "reports" / "adr-0001" / "README.md").read_text(encoding="utf-8")
+    assert "## Verdict history" in report and "FAIL → INVALID" in report
+
+
+def test_diff_lists_verdict_changes_since_a_ref(clone: Path) -> None:
+    path = next((clone / "adr").glob("0001-*.md"))
+    text = path.read_text(encoding="utf-8")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=clone, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "root")
+    path.write_text(text.replace("**INVALID**", "**PASS**"), encoding="utf-8")
+    git("add", "adr")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "old verdicts")
+    path.write_text(text, encoding="utf-8")
+    out = verdict_diff("HEAD", [path], clone)
+    assert out.startswith("## ADR verdict changes since `HEAD`")
+    assert "| smoke | STABLE-per_step | PASS | INVALID |" in out
+    assert "[ADR-0001](reports/adr-0001/README.md)" in out
+    assert verdict_diff("HEAD~1", [path], clone).count("| smoke |") == len(block_verdicts(text))  # all new
+    with pytest.raises(ValueError, match="unknown git ref"):
+        verdict_diff("no-such-ref", [path], clone)
+
+
+def test_diff_stays_short_enough_for_a_pull_request_comment() -> None:
+    rows = [
+        [f"[ADR-{i:04d}](adr/{i:04d}.md)", "smoke", f"CRITERION-{j}", "PASS", "FAIL"]
+        for i in range(300)
+        for j in range(20)
+    ]
+    text = _diff_text("main", rows, ["[ADR-0001](reports/adr-0001/README.md)"])
+    assert len(text) < MAX_DIFF_CHARS and "more changes (see the full reports)" in text
