@@ -12,6 +12,9 @@ WORKERS ?=
 WORKERS_FLAG = $(if $(WORKERS),--workers $(WORKERS))
 ADR    ?=
 ARGS   ?=
+# Optuna storage shared by many nodes (postgresql://user@host/db); empty: $ADRLAB_STORAGE or a local journal.
+STORAGE ?=
+STORAGE_FLAG = $(if $(STORAGE),--storage $(STORAGE))
 
 .PHONY: install run test lint sweep ui dashboard bench bench-readback report adr clean
 
@@ -65,7 +68,7 @@ report: install
 
 adr: install
 	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002"; exit 2; fi
-	$(BIN)/adrlab adr run $(ADR) $(WORKERS_FLAG)
+	$(BIN)/adrlab adr run $(ADR) $(WORKERS_FLAG) $(STORAGE_FLAG)
 	$(BIN)/adrlab report --adr $(ADR)
 
 clean:

@@ -24,7 +24,7 @@ from adrlab.config import check_groups_given_once, compose_explained
 
 REPO = Path(__file__).resolve().parents[1]
 # Command lines (adrlab or make) in the fenced code blocks of the documents below.
-EXPECTED_COMMAND_LINES = 33
+EXPECTED_COMMAND_LINES = 38
 
 _FENCE_RE = re.compile(r"^\s*(```|~~~)")
 _LAUNCHERS = {"$", "srun", "mpirun", "sudo", "env", "nohup", "time", "exec"}

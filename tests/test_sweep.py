@@ -196,8 +196,8 @@ def test_budget_counts_running_trials_of_live_workers_only(tmp_path) -> None:
     assert budget_claimed(study, 2) and not budget_claimed(study, 3)
     study.ask().set_user_attr("worker", "other-node:1")  # another host: its heartbeat decides
     assert budget_claimed(study, 3)
-    study.enqueue_trial({})  # a retry waits: not done whatever the count
-    assert not budget_claimed(study, 3)
+    study.enqueue_trial({})  # a waiting retry holds no budget: whoever asks next pops it
+    assert budget_claimed(study, 3)
 
 
 # --------------------------------------------------------------------------- runs
@@ -323,8 +323,16 @@ def _check_recovered(path: Path, storage: str | None, killed: int, before: set[t
     ]
     assert retried and retried[0].params == study.trials[killed].params
     runs = children(load_spec(str(path)).name)
-    killed_run = runs[runs[f"tags.{TAG_TRIAL}"] == str(killed)].iloc[0]
-    assert killed_run["status"] == "KILLED"
+    run_id = study.trials[killed].user_attrs.get("run_id_seed0")  # the killed trial names its run
+    if run_id is None:  # killed in the instant between creating its run and recording it
+        run_id = runs[runs[f"tags.{TAG_TRIAL}"] == str(killed)].iloc[0]["run_id"]
+    killed_run = runs[runs["run_id"] == run_id].iloc[0]
+    if retried[0].user_attrs.get("run_id_seed0") == run_id:  # the retry resumed it from its checkpoint
+        assert killed_run["status"] == "FINISHED" and killed_run[f"tags.{TAG_TRIAL}"] == str(
+            retried[0].number
+        )
+    else:
+        assert killed_run["status"] == "KILLED"
     assert not (runs["status"] == "RUNNING").any()
 
 

@@ -105,17 +105,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = compose_or_exit(args.overrides)
     check_targets_or_exit(cfg)
     say_root()
+    from adrlab import signals
     from adrlab.config import ConfigError
     from adrlab.data import DataError
     from adrlab.train import train
 
     try:
-        result = train(cfg)
+        with signals.raised_as_exceptions():  # SIGTERM too: the run ends KILLED, not RUNNING
+            result = train(cfg)
     except (DataError, ConfigError) as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("adrlab: interrupted; resume with the same overrides plus resume=true", file=sys.stderr)
-        return 130
+        return signals.exit_code(exc)
     print(
         f"run {result.run_id}: {result.state}"
         + (f" ({result.failure_reason})" if result.failure_reason else "")
@@ -144,33 +146,62 @@ def cmd_multirun(args: argparse.Namespace) -> int:
     return run_study(args, str(spec_path), [], n_trials=None)
 
 
+def default_storage(args: argparse.Namespace) -> str | None:
+    """--storage, else $ADRLAB_STORAGE (one setting for every command of a multi-node job)."""
+    import os
+
+    return getattr(args, "storage", None) or os.environ.get("ADRLAB_STORAGE") or None
+
+
 def run_study(args: argparse.Namespace, spec: str, overrides: list[str], n_trials: int | None) -> int:
-    """Run (or resume) a study on the sweep workers and print its one-line outcome."""
+    """Run (or resume, or join from another node) a study on the sweep workers and print
+    where it stands; Ctrl-C and SIGTERM end its in-flight trials FAIL (exit 130 / 143)."""
+    from adrlab import signals
     from adrlab.sweep.runner import run_sweep, shown_storage
     from adrlab.sweep.spec import SpecError
 
+    create_only = getattr(args, "create_only", False)
     try:
         outcome = run_sweep(
             spec,
             workers=args.workers,
             n_trials=n_trials,
-            storage=args.storage,
+            storage=default_storage(args),
             cli_overrides=overrides,
             reuse=not args.no_reuse,
             write_report=not args.no_report,
+            create_only=create_only,
         )
     except SpecError as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("adrlab: sweep interrupted; run the same command again to resume the study", file=sys.stderr)
-        return 130
+        return signals.exit_code(exc)
+    return sweep_summary(outcome, shown_storage(outcome.storage_url), create_only)
+
+
+def sweep_summary(outcome, storage: str, create_only: bool) -> int:
+    """Say where the study stands and exit 0 when this node did its part: the study is
+    complete, or the trials left run on other nodes (the last of them finishes the study)."""
+    name, budget = outcome.spec.name, outcome.spec.n_trials
     bad = [c for c in outcome.exit_codes if c != 0]
+    if create_only:
+        print(f"sweep {name}: study ready ({outcome.counted}/{budget} counted; storage {storage})")
+        return 0
+    state = (
+        "complete"
+        if outcome.complete
+        else f"done here; {outcome.running_elsewhere} trial(s) still running on other workers"
+        if outcome.running_elsewhere
+        else "incomplete; run the same command again to resume"
+    )
     print(
-        f"sweep {outcome.spec.name}: {outcome.counted}/{outcome.spec.n_trials} trials counted "
-        f"(storage {shown_storage(outcome.storage_url)}, MLflow parent run {outcome.parent_run_id})"
+        f"sweep {name}: {outcome.counted}/{budget} trials counted, {state} "
+        f"(storage {storage}, MLflow parent run {outcome.parent_run_id})"
         + (f"; {len(bad)} worker(s) exited with errors {bad}" if bad else "")
     )
-    return 0 if outcome.counted >= outcome.spec.n_trials and not bad else 1
+    print(f"report: {outcome.report_command}")
+    return 0 if (outcome.complete or outcome.running_elsewhere) and not bad else 1
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -179,6 +210,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from adrlab import tracking
 
     uri = tracking.tracking_uri(None)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server already serves the UI; starting another on its URI would fail.
+        print(f"adrlab: MLFLOW_TRACKING_URI is a tracking server; its UI is at {uri}")
+        return 0
     cmd = [
         sys.executable,
         "-m",
@@ -250,7 +285,7 @@ def refused_by_lint(paths: list) -> int | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.sweep:
+    if args.sweep or args.study:
         return report_sweep(args)
     from adrlab.adr.document import AdrError
     from adrlab.adr.report import run_report
@@ -277,13 +312,13 @@ def report_sweep(args: argparse.Namespace) -> int:
 
     say_root()
     try:
-        path = write_sweep_report(args.sweep, storage=args.storage)
+        path = write_sweep_report(
+            args.sweep, storage=default_storage(args), cli_overrides=args.overrides, study_name=args.study
+        )
     except SpecError as exc:
         return fail(str(exc))
     except KeyError as exc:
-        return fail(
-            f"no study {args.sweep!r} in the storage yet; run `adrlab sweep {args.sweep}` first ({exc})"
-        )
+        return fail(f"{exc.args[0]}; run `adrlab sweep {args.sweep or args.study}` first")
     print(f"wrote {path}")
     return 0
 
@@ -323,17 +358,22 @@ def cmd_adr_list(args: argparse.Namespace) -> int:
 
 
 def cmd_adr_run(args: argparse.Namespace) -> int:
+    from adrlab import signals
     from adrlab.adr.document import AdrError
     from adrlab.adr.runs import find_adr, run_experiments
+    from adrlab.sweep.spec import SpecError
 
     try:
         refused = refused_by_lint([find_adr(args.id)])
         if refused is not None:
             return refused
         say_root()
-        ran = run_experiments(args.id, scale=args.scale, workers=args.workers)
-    except AdrError as exc:
+        ran = run_experiments(args.id, scale=args.scale, workers=args.workers, storage=default_storage(args))
+    except (AdrError, SpecError) as exc:  # SpecError: e.g. a database URL as tracking URI
         return fail(str(exc))
+    except KeyboardInterrupt as exc:
+        print(f"adrlab: interrupted; run `adrlab adr run {args.id}` again to resume", file=sys.stderr)
+        return signals.exit_code(exc)
     print(
         f"ADR {args.id}: trained {len(ran['jobs'])} run(s); sweeps {ran['sweeps'] or 'none'}; "
         f"now `adrlab report --adr {args.id}`"
@@ -426,18 +466,7 @@ def add_run_parser(sub) -> None:
 
 def add_study_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """Options shared by everything that runs a study on the sweep workers."""
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help=prefix + "worker processes (default: one per GPU, else one per CPU core)",
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help=prefix + "Optuna storage: a journal file path (default runs/optuna/NAME.journal) "
-        "or an RDB URL such as postgresql://user@host/db",
-    )
+    add_worker_options(parser, prefix)
     parser.add_argument(
         "--no-reuse",
         action="store_true",
@@ -448,6 +477,22 @@ def add_study_options(parser: argparse.ArgumentParser, prefix: str = "") -> None
     )
 
 
+def add_worker_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Where a study's trials run: this node's worker processes and the storage nodes share."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=prefix + "worker processes (default: one per GPU, else one per CPU core)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help=prefix + "Optuna storage: a journal file path (default runs/optuna/NAME.journal) "
+        "or an RDB URL such as postgresql://user@host/db that many nodes share ($ADRLAB_STORAGE)",
+    )
+
+
 def add_sweep_parser(sub) -> None:
     sweep = sub.add_parser("sweep", help="run (or resume) an Optuna study from sweeps/SPEC.yaml")
     sweep.add_argument("spec", help="a name in sweeps/ (e.g. lambda_schedule) or a path to a spec YAML")
@@ -455,6 +500,12 @@ def add_sweep_parser(sub) -> None:
     sweep.add_argument("--n-trials", type=int, default=None, help="override the spec's n_trials")
     add_study_options(sweep)
     add_config_dir_option(sweep)
+    sweep.add_argument(
+        "--create-only",
+        action="store_true",
+        help="create the storage schema, the study and its MLflow parent run, then exit "
+        "(a multi-node job's first step; nodes may also start together without it)",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
 
@@ -488,7 +539,15 @@ def add_report_parser(sub) -> None:
     )
     report.add_argument("--scale", default="smoke", help="which experiments' runs to judge (default smoke)")
     report.add_argument("--sweep", default=None, help="write reports/sweeps/NAME/README.md for this study")
-    report.add_argument("--storage", default=None, help="the study's storage, if not the default")
+    report.add_argument(
+        "--storage", default=None, help="the study's storage, if not the default ($ADRLAB_STORAGE)"
+    )
+    report.add_argument(
+        "--study", default=None, help="a sweep's full study name as `adrlab sweep` printed it (NAME-hash)"
+    )
+    report.add_argument(
+        "overrides", nargs="*", help="with --sweep: the overrides the sweep ran with (they name its study)"
+    )
     report.add_argument(
         "--diff",
         default=None,
@@ -496,7 +555,7 @@ def add_report_parser(sub) -> None:
         help="print a markdown summary of verdict changes since GIT_REF",
     )
     add_config_dir_option(report)
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report, overrides_need="sweep")
 
 
 def add_adr_parser(sub) -> None:
@@ -513,8 +572,8 @@ def add_adr_parser(sub) -> None:
     lint_p.set_defaults(func=cmd_adr_lint, rest_dest="paths")
     run_p = adr_sub.add_parser("run", help="train the runs an ADR still needs (missing arm × seed, sweeps)")
     run_p.add_argument("id", help="e.g. 0002")
-    run_p.add_argument("--workers", type=int, default=None)
     run_p.add_argument("--scale", default="smoke")
+    add_worker_options(run_p, "for the ADR's job and sweep studies: ")
     run_p.set_defaults(func=cmd_adr_run)
     add_adr_new_parser(adr_sub)
     for sub_parser in adr_sub.choices.values():
@@ -595,6 +654,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         parser.error(f"unrecognized arguments: {' '.join(strays)}")
     if extras:
         setattr(args, dest, [*getattr(args, dest), *extras])
+    need = getattr(args, "overrides_need", None)  # report: overrides only name a --sweep's study
+    if need and args.overrides and not getattr(args, need):
+        parser.error(f"unrecognized arguments: {' '.join(args.overrides)} (overrides go with --{need} NAME)")
     return args
 
 

@@ -487,6 +487,8 @@ class TrainerConfig:
     # Loss above this ends the run as diverged; null = 3·ln(vocab_size).
     divergence_loss: float | None = None
     checkpoint: bool = True
+    # null: <runs_dir>/checkpoints. Many nodes: a folder all of them share (docs/multinode.md).
+    checkpoint_dir: str | None = None
     progress: str = "auto"  # auto: bars on a TTY only
 
     def __post_init__(self) -> None:
@@ -747,6 +749,7 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(volatile, None)
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)
+    container.get("trainer", {}).pop("checkpoint_dir", None)  # where, not what
     for group, key in OFF_BY_DEFAULT:  # an option left off keeps the hashes of runs made before it
         if not container.get(group, {}).get(key, True):
             container[group].pop(key)

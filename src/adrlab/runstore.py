@@ -1,7 +1,8 @@
 """Which run to continue or reuse, and the checkpoints that make a killed run resumable.
 
 Lookups read MLflow through `adrlab.tracking` (the one read path); checkpoints live beside
-the embedded store in `runs/checkpoints/<run_id>/last.pt`.
+the embedded store in `runs/checkpoints/<run_id>/last.pt`, or under `trainer.checkpoint_dir`
+(a folder every node of a multi-node sweep shares).
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ import torch
 from omegaconf import DictConfig
 
 from adrlab import tracking
+from adrlab.config import project_root
 from adrlab.provenance import TAG_CODE_HASH
 
 EPOCH_METRICS = ["val_loss", "val_ppl", "train_loss_epoch", "epoch_time", "weight_rms_epoch"]
 
 
 def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
-    return tracking.runs_dir(cfg) / "checkpoints" / run_id / "last.pt"
+    """`trainer.checkpoint_dir` (relative to the project root; on a filesystem every node shares,
+    a trial retried on another node resumes from it), else <runs_dir>/checkpoints."""
+    root = cfg.trainer.get("checkpoint_dir")
+    if not root:
+        return tracking.runs_dir(cfg) / "checkpoints" / run_id / "last.pt"
+    path = Path(str(root)).expanduser()
+    return (path if path.is_absolute() else project_root() / path) / run_id / "last.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

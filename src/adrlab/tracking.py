@@ -53,6 +53,9 @@ _MAX_PARAMS_PER_BATCH = 100
 # MLflow logs a lot at INFO (alembic migrations, run links); keep the console for our output.
 for _name in ("mlflow", "alembic", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# It logs every SQLite "database is locked" with a traceback before raising it; `with_retry`
+# retries those, and any other error still raises, so the log adds only noise.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -194,8 +194,12 @@ def train(
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    on_run: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train one run described by a composed config and log it to MLflow.
+
+    on_run: called with the MLflow run id as soon as the run exists (a sweep records it in
+    its trial, so a trial killed mid-run still points to its run).
 
     run_id: continue this MLflow run from its checkpoint (resume); `cfg.resume` does the same
     from the command line (true = the newest unfinished run with this config hash).
@@ -204,7 +208,7 @@ def train(
     if plan.reuse_source is not None:
         return reuse(plan)
     setup = build(plan)
-    state = start(setup, plan)
+    state = start(setup, plan, on_run)
     fit(setup, state, epoch_callback)
     return finish(setup, state)
 
@@ -330,11 +334,12 @@ def build(plan: RunPlan) -> TrainingSetup:
 # --------------------------------------------------------------------------- start
 
 
-def start(setup: TrainingSetup, plan: RunPlan) -> RunState:
+def start(setup: TrainingSetup, plan: RunPlan, on_run: Callable[[str], None] | None = None) -> RunState:
     """Open a new MLflow run, or reopen the one being resumed and restore its checkpoint
-    (weights, optimizer state, RNG, epoch, step and the epochs logged so far)."""
+    (weights, optimizer state, RNG, epoch, step and the epochs logged so far). `on_run` hears
+    the run id as soon as the run exists, before anything is logged to it."""
     if plan.resume_run_id is None:
-        logger = open_tracked_run(setup, plan)
+        logger = open_tracked_run(setup, plan, on_run)
         if setup.cfg.tracking.system_metrics:
             try:
                 logger.start_system_metrics()
@@ -349,6 +354,8 @@ def start(setup: TrainingSetup, plan: RunPlan) -> RunState:
     torch.set_rng_state(ckpt["torch_rng"])
     logger = tracking.RunLogger(plan.uri, run_id)
     tracking.with_retry(lambda: logger.client.update_run(run_id, status="RUNNING"))
+    if on_run is not None:
+        on_run(run_id)
     result = RunResult(run_id=run_id, state="COMPLETE", epochs=list(ckpt["history"]))
     return RunState(logger, result, start_epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"])
 
@@ -365,9 +372,13 @@ def create_tracked_run(plan: RunPlan, tags: dict[str, Any]) -> tracking.RunLogge
     return tracking.RunLogger(plan.uri, run.info.run_id)
 
 
-def open_tracked_run(setup: TrainingSetup, plan: RunPlan) -> tracking.RunLogger:
+def open_tracked_run(
+    setup: TrainingSetup, plan: RunPlan, on_run: Callable[[str], None] | None = None
+) -> tracking.RunLogger:
     """A new run with its tags, the flattened config and derived.* params, and config.yaml."""
     logger = create_tracked_run(plan, plan.tags)
+    if on_run is not None:
+        on_run(logger.run_id)  # a kill while params are logged still leaves the trial its run
     logger.params({**flatten(setup.cfg), **{f"derived.{k}": v for k, v in setup.derived.items()}})
     logger.text_artifact("config.yaml", OmegaConf.to_yaml(setup.cfg, resolve=True))
     logger.dataset(tracking.training_dataset(setup.cfg.data, setup.data))

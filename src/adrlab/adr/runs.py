@@ -134,24 +134,27 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     return runs.sort_values(["arm", "seed", "start_time"]).reset_index(drop=True)
 
 
-def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
-    """The arm × seed runs of override arms that the store does not hold yet."""
-    exp = experiment_at(adr, scale)
-    have = stored_runs(adr, scale, uri)
-    done = set(zip(have["arm"], have["seed"])) if not have.empty else set()
-    jobs: dict[str, list[str]] = {}
-    for arm in exp.arms.values():
-        if arm.sweep:
-            continue
-        for seed in exp.seeds:
-            if (arm.name, seed) not in done:
-                jobs[f"{arm.name}-s{seed}"] = arm_job(arm, seed)
-    return jobs
+def arm_jobs(exp: Experiment) -> dict[str, tuple[str, int, list[str]]]:
+    """Every arm × seed run of the override arms: job name → (arm, seed, overrides)."""
+    return {
+        f"{arm.name}-s{seed}": (arm.name, seed, arm_job(arm, seed))
+        for arm in exp.arms.values()
+        if not arm.sweep
+        for seed in exp.seeds
+    }
 
 
 def arm_job(arm: Arm, seed: int) -> list[str]:
     """An override arm's run at one seed; it is composed after the scale's overrides."""
     return [*arm.overrides, f"seed={seed}", f"arm={arm.name}"]
+
+
+def missing_jobs(adr: Adr, scale: str, uri: str) -> dict[str, list[str]]:
+    """The arm × seed runs of override arms that the store does not hold yet."""
+    have = stored_runs(adr, scale, uri)
+    done = set(zip(have["arm"], have["seed"])) if not have.empty else set()
+    jobs = arm_jobs(experiment_at(adr, scale)).items()
+    return {name: overrides for name, (arm, seed, overrides) in jobs if (arm, seed) not in done}
 
 
 def arm_run_overrides(adr: Adr, scale: str) -> dict[str, list[list[str]]]:
@@ -172,9 +175,35 @@ def arm_run_overrides(adr: Adr, scale: str) -> dict[str, list[list[str]]]:
     return out
 
 
-def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) -> dict[str, object]:
+def write_job_spec(adr: Adr, scale: str, cfg) -> Path:
+    """The job study's spec: every arm × seed of the override arms, named by their content, so
+    nodes that run the same ADR against one storage join one study and each job trains once
+    (jobs already in the store are served by the run cache)."""
+    exp = experiment_at(adr, scale)
+    jobs = {name: overrides for name, (_, _, overrides) in arm_jobs(exp).items()}
+    digest = hashlib.sha256(yaml.safe_dump(jobs, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"adr-{adr.number}-{scale}-{digest}"
+    spec = {
+        "name": name,
+        "description": f"Runs for {adr.title} at scale {scale}",
+        "base": {"overrides": list(exp.overrides)},
+        "jobs": jobs,
+        "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
+        "tracking": {"experiment": experiment_name(adr)},
+        "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale, tracking.TAG_ADR_TITLE: adr.title},
+    }
+    path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def run_experiments(
+    ref: str, scale: str = "smoke", workers: int | None = None, storage: str | None = None
+) -> dict[str, object]:
     """Run what the ADR still needs at this scale: missing override-arm runs as one job study
-    on the sweep workers (with the run cache), and every referenced sweep (which resumes)."""
+    on the sweep workers (with the run cache), and every referenced sweep (which resumes).
+    storage: the Optuna storage of those studies (an RDB URL lets several nodes share them)."""
     from adrlab.sweep.runner import run_sweep
 
     adr = parse_adr(find_adr(ref))
@@ -185,32 +214,25 @@ def run_experiments(ref: str, scale: str = "smoke", workers: int | None = None) 
     jobs = missing_jobs(adr, scale, uri)
     ran: dict[str, object] = {"jobs": sorted(jobs), "sweeps": []}
     if jobs:
-        digest = hashlib.sha256(yaml.safe_dump(jobs, sort_keys=True).encode()).hexdigest()[:8]
-        name = f"adr-{adr.number}-{scale}-{digest}"
-        spec = {
-            "name": name,
-            "description": f"Runs for {adr.title} at scale {scale}",
-            "base": {"overrides": list(exp.overrides)},
-            "jobs": jobs,
-            "objective": {"metric": "val_ppl", "statistic": "best", "direction": "minimize"},
-            "tracking": {"experiment": experiment_name(adr)},
-            "tags": {TAG_ADR: adr.number, TAG_ADR_SCALE: scale, tracking.TAG_ADR_TITLE: adr.title},
-        }
-        path = tracking.runs_dir(cfg) / "adr" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+        path = write_job_spec(adr, scale, cfg)
         print(
             f"adrlab: ADR-{adr.number} {scale}: {len(jobs)} run(s) to train: {', '.join(sorted(jobs))}",
             file=sys.stderr,
         )
-        run_sweep(str(path), workers=workers, write_report=False)
+        run_sweep(str(path), workers=workers, storage=storage, write_report=False)
     else:
         print(
             f"adrlab: ADR-{adr.number} {scale}: every arm × seed run is already in the store", file=sys.stderr
         )
     for arm in exp.arms.values():
         if arm.sweep:
-            run_sweep(arm.sweep, workers=workers, cli_overrides=list(arm.overrides), write_report=True)
+            run_sweep(
+                arm.sweep,
+                workers=workers,
+                storage=storage,
+                cli_overrides=list(arm.overrides),
+                write_report=True,
+            )
             ran["sweeps"].append(arm.sweep)  # type: ignore[union-attr]
     return ran
 

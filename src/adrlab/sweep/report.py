@@ -16,8 +16,18 @@ from optuna.trial import TrialState
 from adrlab import tracking
 from adrlab.config import compose, project_root, reports_root
 from adrlab.mdtable import frame_to_markdown
-from adrlab.sweep.spec import SweepSpec, load_spec
-from adrlab.sweep.storage import ATTR_FAIL_REASON, default_storage_url, open_storage, shown_storage
+from adrlab.sweep.spec import SpecError, SweepSpec, load_spec
+from adrlab.sweep.storage import (
+    ATTR_FAIL_REASON,
+    STUDY_N_TRIALS,
+    STUDY_OVERRIDES,
+    STUDY_SPEC,
+    default_storage_url,
+    is_rdb,
+    open_storage,
+    project_relative,
+    shown_storage,
+)
 
 
 def report_dir(name: str) -> Path:
@@ -215,20 +225,20 @@ def _winner_lines(
     return lines
 
 
-def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame) -> list[str]:
-    """The report's head: what the study is, where its spec and storage are, how far it got."""
+def overview_lines(spec: SweepSpec, storage_url: str, table: pd.DataFrame, n_trials: int) -> list[str]:
+    """The report's head: what the study is, where its spec and storage are, how far it got
+    (n_trials: the budget the study ran with)."""
     counts = table["state"].value_counts().to_dict() if not table.empty else {}
-    root = project_root()
-    spec_path = spec.path.relative_to(root) if spec.path.is_relative_to(root) else spec.path
     seeds = "seed from each trial's config" if spec.seeds == [None] else f"mean over seeds {spec.seeds}"
     return [
         f"# Sweep `{spec.name}`",
         "",
         spec.description.strip(),
         "",
-        f"- spec: `{spec_path}`; base overrides: `{' '.join(spec.overrides)}`",
+        f"- study `{spec.name}` from `{project_relative(spec.path)}`; "
+        f"base overrides: `{' '.join(spec.overrides)}`",
         f"- objective: {spec.statistic} `{spec.metric}` ({spec.direction}), {seeds}",
-        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {spec.n_trials}",
+        f"- sampler: {spec.sampler['name']}; pruner: {spec.pruner['name']}; n_trials: {n_trials}",
         f"- storage: `{shown_storage(storage_url)}`; MLflow experiment: {experiment_link(spec)}",
         "- trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
@@ -249,16 +259,74 @@ def run_links(spec: SweepSpec, run_ids: pd.Series) -> list[str]:
     return [f"[{r[:8]}]({urls[r]})" if r in urls else r[:8] for r in run_ids.astype(str)]
 
 
+def _load_existing(study_name: str, storage_url: str) -> optuna.Study | None:
+    """The study if the storage holds it (a missing journal file is not created)."""
+    if not is_rdb(storage_url) and not Path(storage_url.removeprefix("file://")).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        return None
+
+
+def _variants(family: str, storage: str | None) -> dict[str, str]:
+    """Studies of one spec swept with overrides (their names carry the overrides' hash): full
+    name → storage URL, from the given storage or the default journals."""
+    if storage:
+        names = (
+            optuna.get_all_study_names(open_storage(storage))
+            if is_rdb(storage) or Path(storage).is_file()
+            else []
+        )
+        return {n: storage for n in names if n.startswith(f"{family}-")}
+    journals = sorted(Path(default_storage_url(family)).parent.glob(f"{family}-*.journal"))
+    return {p.stem: str(p) for p in journals}
+
+
+def resolve_study(
+    name: str | None, storage: str | None, cli_overrides: list[str] | None, study_name: str | None = None
+) -> tuple[SweepSpec, str, optuna.Study]:
+    """A sweep named as `adrlab sweep` ran it (NAME and the same overrides), or by its full
+    study name (`--study lambda_schedule-20cc40f0`: spec and overrides come from the study).
+    NAME alone also finds the one study swept from it with overrides."""
+    if study_name is None:
+        spec = load_spec(str(name), cli_overrides)
+        url = storage or default_storage_url(spec)
+        study = _load_existing(spec.name, url)
+        if study is not None:
+            return spec, url, study
+        variants = {} if cli_overrides else _variants(spec.name, storage)
+        if len(variants) != 1:
+            listed = "; ".join(f"--study {n}" for n in sorted(variants))
+            raise KeyError(
+                f"no study {spec.name!r} in {shown_storage(url)}"
+                + (f"; studies of this spec with overrides: {listed}" if variants else "")
+            )
+        study_name, storage = next(iter(variants.items()))
+    url = storage or default_storage_url(study_name)
+    study = _load_existing(study_name, url)
+    if study is None:
+        raise KeyError(f"no study {study_name!r} in {shown_storage(url)}")
+    ref = name or str(study.user_attrs.get(STUDY_SPEC, ""))
+    if not name and not (project_root() / ref).is_file():
+        raise SpecError(f"study {study_name!r} was run from spec {ref!r}, which is not in this project")
+    spec = load_spec(name or str(project_root() / ref), list(study.user_attrs.get(STUDY_OVERRIDES, [])))
+    return spec, url, study
+
+
 def write_sweep_report(
-    name: str, *, storage: str | None = None, cli_overrides: list[str] | None = None
+    name: str | None,
+    *,
+    storage: str | None = None,
+    cli_overrides: list[str] | None = None,
+    study_name: str | None = None,
 ) -> Path:
-    spec = load_spec(name, cli_overrides)
-    storage_url = storage or default_storage_url(spec)
-    study = optuna.load_study(study_name=spec.name, storage=open_storage(storage_url))
+    spec, storage_url, study = resolve_study(name, storage, cli_overrides, study_name)
+    n_trials = int(study.user_attrs.get(STUDY_N_TRIALS, spec.n_trials))  # the budget it ran with
     table = trials_table(study)
     out = report_dir(spec.name)
     plots = write_plots(spec, study, table, out)
-    lines = [*overview_lines(spec, storage_url, table), *_best_trial_lines(spec, study)]
+    lines = [*overview_lines(spec, storage_url, table, n_trials), *_best_trial_lines(spec, study)]
     sens = sensitivity_lines(table, spec)
     if sens:
         lines += ["## Sensitivity to λ", "", *sens, ""]
