@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from adrlab.adr.document import Adr, parse_adr, parse_adr_text
 from adrlab.adr.report import data_description
 from adrlab.adr.runs import all_adr_paths, arm_run_overrides
+from adrlab.adr.workspace import adr_config_dirs
 from adrlab.config import compose
 
 ADRS = {path.stem[:4]: parse_adr(path) for path in all_adr_paths()}
@@ -20,12 +21,13 @@ ADRS = {path.stem[:4]: parse_adr(path) for path in all_adr_paths()}
 
 def data_mismatches(adr: Adr, scale: str) -> list[str]:
     """What each arm's runs really compose to, against what the scale's own overrides compose to."""
-    expected = compose(list(adr.experiments[scale].overrides))
+    dirs = adr_config_dirs(adr)  # an ADR's own config folder (e.g. examples/lion) is part of its search path
+    expected = compose(list(adr.experiments[scale].overrides), config_dirs=dirs)
     want = (expected.scale, OmegaConf.to_container(expected.data, resolve=True))
     problems = []
     for arm, lists in arm_run_overrides(adr, scale).items():
         for overrides in lists:
-            cfg = compose(overrides)
+            cfg = compose(overrides, config_dirs=dirs)
             got = (cfg.scale, OmegaConf.to_container(cfg.data, resolve=True))
             if got != want:
                 problems.append(

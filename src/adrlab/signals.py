@@ -33,11 +33,39 @@ def _raise_once(signum: int, _frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def install() -> None:
-    """From now on the first SIGINT raises KeyboardInterrupt and the first SIGTERM raises
-    Terminated (main thread only; for processes that end with the command, e.g. workers)."""
+_pending: int | None = None  # a signal recorded by the deferred handler, not raised yet
+
+
+def _record_once(signum: int, _frame) -> None:
+    global _pending
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_once)
+        signal.signal(sig, _ignore)
+    _pending = signum
+
+
+def is_pending() -> bool:
+    return _pending is not None
+
+
+def raise_if_pending() -> None:
+    """Raise the signal a deferred handler recorded (once), at a point the caller knows is safe."""
+    global _pending
+    signum, _pending = _pending, None
+    if signum is not None:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def install(*, deferred: bool = False) -> None:
+    """From now on the first SIGINT raises KeyboardInterrupt and the first SIGTERM raises
+    Terminated (main thread only; for processes that end with the command, e.g. workers).
+
+    deferred: the handler only records the signal and `raise_if_pending()` raises it. A sweep
+    worker needs this: raised wherever it lands, the interrupt can hit Optuna's journal-file
+    lock between its rename and unlink, which leaves the lock file gone and turns the clean
+    stop into a FileNotFoundError traceback. The training loop checks every step, so the stop
+    still comes within one step."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _record_once if deferred else _raise_once)
 
 
 @contextlib.contextmanager

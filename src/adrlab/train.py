@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 
-from adrlab import run_names, tracking
+from adrlab import run_names, signals, tracking
 from adrlab.config import config_hash, flatten
 from adrlab.cost import CostMeter, cost_params
 from adrlab.data import TokenData, build_data
@@ -433,6 +433,7 @@ def train_epoch(setup: TrainingSetup, state: RunState, epoch: int) -> float | No
     interval_start = time.perf_counter()
     bar = setup.progress.bar(setup.steps_per_epoch, f"epoch {epoch}/{cfg.trainer.epochs}")
     for i in range(setup.steps_per_epoch):
+        signals.raise_if_pending()  # a sweep worker's deferred Ctrl-C/SIGTERM stops here, between steps
         batch = train_blocks[order[i * batch_size : (i + 1) * batch_size]].to(setup.device, non_blocking=True)
         state.global_step += 1
         log_now = state.global_step % log_every == 0 or state.global_step == 1

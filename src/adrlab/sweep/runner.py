@@ -261,6 +261,9 @@ def surplus(trial: optuna.Trial, n_trials: int) -> bool:
 
 def stop_at(n_trials: int, ctx: TrialContext):
     def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if signals.is_pending():  # stopped between trials: the worker loop raises it
+            study.stop()
+            return
         # A trial whose worker died must not hold the budget, and its parameters should be
         # what runs next, not a fresh sample: fail it now and enqueue its retry (RDB: the
         # heartbeat decides; a journal: a dead pid on this host).
@@ -361,6 +364,7 @@ def train_seed(trial: optuna.Trial, ctx: TrialContext, cfg, first: bool, tags: d
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     try:
+        signals.raise_if_pending()
         return _run_trial(trial, ctx)
     except KeyboardInterrupt as exc:
         # Optuna ends the trial FAIL when this propagates; the retry makes resume redo it.
@@ -435,7 +439,9 @@ class WorkerArgs:
 
 
 def worker_main(args: WorkerArgs) -> None:
-    signals.install()  # Ctrl-C (to the process group) or SIGTERM (from the parent): clean FAIL + KILLED
+    # Ctrl-C (to the process group) or SIGTERM (from the parent): clean FAIL + KILLED, raised at
+    # the next safe point (a training step, a trial's start, between trials), never inside a storage write.
+    signals.install(deferred=True)
     try:
         _worker(args)
     except KeyboardInterrupt as exc:
@@ -460,6 +466,7 @@ def _worker(args: WorkerArgs) -> None:
         spec, args.storage_url, args.parent_run_id, args.reuse, tracking.tracking_uri(compose(spec.overrides))
     )
     while True:
+        signals.raise_if_pending()
         if not budget_claimed(study, args.n_trials):
             study.optimize(
                 lambda trial: run_trial(trial, ctx),
@@ -483,6 +490,7 @@ def linger_for_retries(study: optuna.Study, n_trials: int, storage_url: str) -> 
     deadline = time.monotonic() + grace + 2 * interval
     while time.monotonic() < deadline and trials_in_flight(study):
         time.sleep(interval)
+        signals.raise_if_pending()
         optuna.storages.fail_stale_trials(study)
         if not budget_claimed(study, n_trials):
             return True
