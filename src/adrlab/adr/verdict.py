@@ -237,12 +237,21 @@ def _param_key(value: Any) -> float | str:
         return str(value)
 
 
-def _series(run: _Run, metric: str, mode: str, grid: np.ndarray) -> stats.RunSeries:
-    rows = run.rows[(run.rows["metric"] == metric) & run.rows["kind"].isin(SERIES_KINDS)]
+def _series_points(evidence: pd.DataFrame, arm: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run_id -> (x, value) of ``metric``'s series rows of ``arm``, in evidence order: the table
+    is filtered once per arm and metric, not once per run."""
+    rows = evidence[
+        (evidence["arm"] == arm) & (evidence["metric"] == metric) & evidence["kind"].isin(SERIES_KINDS)
+    ]
+    x = rows["x"].to_numpy(dtype=float)
     values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
-    return stats.RunSeries.from_points(
-        rows["x"].to_numpy(dtype=float), values, mode=mode, diverged=run.diverged, grid=grid
-    )
+    groups = rows.groupby("run_id", sort=False).indices
+    return {str(run_id): (x[i], values[i]) for run_id, i in groups.items()}
+
+
+def _series(points: tuple[np.ndarray, np.ndarray] | None, run: _Run, mode: str, grid: np.ndarray):
+    x, values = points if points is not None else (np.empty(0), np.empty(0))
+    return stats.RunSeries.from_points(x, values, mode=mode, diverged=run.diverged, grid=grid)
 
 
 def _with_planned_epochs(grid: np.ndarray, run: _Run) -> np.ndarray:
@@ -348,10 +357,10 @@ def _arm_values(
     grid, epoch_metric = _metric_grid(c, evidence)
     inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
     assert inner is not None
-    out = []
+    out, points = [], _series_points(evidence, arm, c.metric)
     for run in runs:
         run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
-        value = stats.run_statistic(_series(run, c.metric, c.mode, run_grid), inner)
+        value = stats.run_statistic(_series(points.get(run.run_id), run, c.mode, run_grid), inner)
         if run.diverged and c.diverged == "worst":
             value = stats.diverged_value(inner.name, c.mode, value)
         if math.isnan(value):
