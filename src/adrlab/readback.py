@@ -224,12 +224,12 @@ def time_reports(per_run: bool = True) -> dict[str, float]:
 def _time_read(bulk: bool) -> float:
     from adrlab import tracking
     from adrlab.adr.document import parse_adr
-    from adrlab.adr.runs import EPOCH_METRICS, STEP_METRICS, find_adr, stored_runs
+    from adrlab.adr.runs import EPOCH_METRICS, REPORT_STEP_METRICS, find_adr, stored_runs
 
     uri = tracking.tracking_uri(None)
     start = time.perf_counter()
     runs = stored_runs(parse_adr(find_adr("0004")), "smoke", uri)
-    keys = [*EPOCH_METRICS, *STEP_METRICS]
+    keys = [*EPOCH_METRICS, *REPORT_STEP_METRICS]
     if bulk:
         tracking.metric_histories(uri, runs["run_id"], keys)
     else:
