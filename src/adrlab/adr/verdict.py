@@ -147,6 +147,18 @@ def _x_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else _float_text(float(value))
 
 
+def _text_columns(ev: pd.DataFrame) -> list[list[str]]:
+    """Each evidence column as the cells `save_evidence` writes, column by column (formatting
+    900k rows one row tuple at a time took seconds)."""
+    text = {col: ev[col].astype(str).tolist() for col in ("run_id", "arm", "status", "kind", "metric")}
+    text |= {col: ev[col].astype(str).tolist() for col in PROVENANCE_COLUMNS}
+    text["seed"] = [_cell(v) for v in ev["seed"].tolist()]
+    text["x"] = [_x_text(v) for v in ev["x"].tolist()]
+    values = ev["value"].tolist()
+    text["value"] = [_float_text(v) if type(v) is float else _cell(v) for v in values]
+    return [text[col] for col in EVIDENCE_COLUMNS]
+
+
 def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
     """Write the evidence table as CSV (LF, UTF-8) in a stable row order with exact floats."""
     ev = sort_evidence(evidence)
@@ -155,22 +167,7 @@ def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
     with p.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(EVIDENCE_COLUMNS)
-        for row in ev.itertuples(index=False):
-            writer.writerow(
-                [
-                    row.run_id,
-                    row.arm,
-                    _cell(row.seed),
-                    row.status,
-                    row.kind,
-                    row.metric,
-                    _x_text(row.x),
-                    _cell(row.value),
-                    row.scale,
-                    row.git_sha,
-                    row.config_hash,
-                ]
-            )
+        writer.writerows(zip(*_text_columns(ev), strict=True))
     return p
 
 
