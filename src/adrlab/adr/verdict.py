@@ -203,8 +203,14 @@ class _Run:
     run_id: str
     seed: Any
     status: str
-    rows: pd.DataFrame
+    arm_rows: pd.DataFrame  # every row of the run's arm; the run's own are at `positions`
+    positions: np.ndarray
     git_sha: str = UNKNOWN
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The run's rows (sliced on demand: most runs never need them as a frame)."""
+        return self.arm_rows.iloc[self.positions]
 
     @property
     def diverged(self) -> bool:
@@ -214,12 +220,13 @@ class _Run:
 def _runs_of(ev: pd.DataFrame, arm: str) -> list[_Run]:
     rows = ev[ev["arm"] == arm]
     runs = []
-    for run_id, g in rows.groupby("run_id", sort=False):
-        seed = g["seed"].iloc[0]
-        statuses = set(g["status"])
+    status_of = rows["status"].to_numpy(dtype=object)
+    for run_id, at in rows.groupby("run_id", sort=False).indices.items():
+        seed = rows["seed"].iloc[at[0]]
+        statuses = set(status_of[at])
         # A run is one status; DIVERGED wins if rows disagree (a resumed run that then diverged).
         status = DIVERGED if DIVERGED in statuses else sorted(statuses)[0]
-        runs.append(_Run(str(run_id), seed, status, g, str(g["git_sha"].iloc[0])))
+        runs.append(_Run(str(run_id), seed, status, rows, at, str(rows["git_sha"].iloc[at[0]])))
     return sorted(runs, key=lambda r: (_seed_key(r.seed), r.run_id))
 
 
@@ -244,6 +251,12 @@ def _series_points(evidence: pd.DataFrame, arm: str, metric: str) -> dict[str, t
     values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
     groups = rows.groupby("run_id", sort=False).indices
     return {str(run_id): (x[i], values[i]) for run_id, i in groups.items()}
+
+
+def _last_param(evidence: pd.DataFrame, arm: str, key: str) -> dict[str, Any]:
+    """run_id -> the last logged value of param ``key`` among ``arm``'s rows."""
+    rows = evidence[(evidence["arm"] == arm) & (evidence["kind"] == "param") & (evidence["metric"] == key)]
+    return dict(zip(rows["run_id"].tolist(), rows["value"].tolist()))  # later rows overwrite
 
 
 def _series(points: tuple[np.ndarray, np.ndarray] | None, run: _Run, mode: str, grid: np.ndarray):
@@ -355,6 +368,7 @@ def _arm_values(
     inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
     assert inner is not None
     out, points = [], _series_points(evidence, arm, c.metric)
+    swept = _last_param(evidence, arm, c.statistic.params["over"]) if c.statistic.name == "spread" else {}
     for run in runs:
         run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
         value = stats.run_statistic(_series(points.get(run.run_id), run, c.mode, run_grid), inner)
@@ -365,12 +379,10 @@ def _arm_values(
             continue
         param = None
         if c.statistic.name == "spread":
-            over = c.statistic.params["over"]
-            prow = run.rows[(run.rows["kind"] == "param") & (run.rows["metric"] == over)]
-            if prow.empty:
-                notes.append(f"{_label(run, arm)} has no param {over}")
+            if run.run_id not in swept:
+                notes.append(f"{_label(run, arm)} has no param {c.statistic.params['over']}")
                 continue
-            param = _param_key(prow["value"].iloc[-1])
+            param = _param_key(swept[run.run_id])
         out.append(_Value(run, value, param))
     return out
 
