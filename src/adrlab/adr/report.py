@@ -158,8 +158,19 @@ def plot_epoch_metric(
     ax.set_ylabel(metric)
     ax.set_yscale("log")
     ax.set_title(f"{metric} per arm and swept value (mean, band = min–max over seeds)")
-    ax.legend(fontsize=6, ncol=2)
+    _legend(ax, len(curves.dropna().unique()))
     return _save(fig, path)
+
+
+LEGEND_LIMIT = 40  # curves; past this a legend is unreadable and laying it out took seconds
+
+
+def _legend(ax, curves: int) -> None:
+    if curves <= LEGEND_LIMIT:
+        ax.legend(fontsize=6, ncol=2)
+        return
+    note = f"{curves} curves (one per arm and swept value): legend omitted (see the sensitivity plot)"
+    ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=6, va="bottom")
 
 
 VERDICT_COLOURS = {
