@@ -106,3 +106,18 @@ def test_diff_stays_short_enough_for_a_pull_request_comment() -> None:
     ]
     text = _diff_text("main", rows, ["[ADR-0001](reports/adr-0001/README.md)"])
     assert len(text) < MAX_DIFF_CHARS and "more changes (see the full reports)" in text
+
+
+def test_epoch_plot_omits_an_unreadable_legend_and_says_so() -> None:
+    import matplotlib.pyplot as plt
+
+    from adrlab.adr.report import LEGEND_LIMIT, _legend
+
+    few, many = plt.subplots()[1], plt.subplots()[1]
+    few.plot([1, 2], [3, 4], label="adamw (n=2)")
+    _legend(few, 1)
+    _legend(many, LEGEND_LIMIT + 1)
+    assert few.get_legend() is not None and not few.texts
+    assert many.get_legend() is None
+    assert f"{LEGEND_LIMIT + 1} curves" in many.texts[0].get_text()
+    plt.close("all")

@@ -56,3 +56,19 @@ def test_readback_bench_builds_a_store_and_times_both_reports(tmp_path) -> None:
     for key in ("build_s", "read_s", "read_per_run_s", "adr_report_s", "sweep_report_s"):
         assert result[key] > 0, key
     assert {k: os.environ.get(k) for k in before} == before  # the scratch project is gone again
+
+
+def test_readback_section_says_how_the_report_time_grows_with_the_store() -> None:
+    from adrlab.benchreport import readback_section
+
+    def size(trials: int, unrelated: int, report_s: float, read_s: float) -> dict:
+        return {"trials_per_arm": trials, "adr_runs": 4 * trials, "unrelated_runs": unrelated} | {
+            "metric_rows": 1,
+            "read_s": read_s,
+            "adr_report_s": report_s,
+            "sweep_report_s": 1.0,
+        }
+
+    text = "\n".join(readback_section({"sizes": [size(50, 1000, 2.0, 1.0), size(500, 10_000, 8.0, 5.0)]}))
+    assert "from 200 to 2000 ADR runs (10× the runs in the store), `report --adr` took 4× as long" in text
+    assert "the read 5×" in text

@@ -49,18 +49,38 @@ def _epochs(evidence: pd.DataFrame, run_id: str, metric: str = "val_ppl") -> pd.
     return pd.to_numeric(rows.set_index("x")["value"], errors="coerce").sort_index()
 
 
+def _last_params(evidence: pd.DataFrame, run_ids: Sequence[str], key: str) -> pd.Series:
+    """run_id -> the last numeric value of param ``key`` (as `_param`, for many runs at once)."""
+    rows = evidence[(evidence["kind"] == "param") & (evidence["metric"] == key)]
+    rows = rows[rows["run_id"].isin(run_ids)]
+    values = pd.to_numeric(rows["value"], errors="coerce")
+    return values.groupby(rows["run_id"], sort=False).last()  # last() skips NaN, as dropna did
+
+
+def _best_final(evidence: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """run_id -> best and final val PPL over its epochs (as `_epochs`, for many runs at once)."""
+    rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == "val_ppl")]
+    rows = rows[rows["run_id"].isin(run_ids)]
+    frame = pd.DataFrame(
+        {"run_id": rows["run_id"], "x": rows["x"], "ppl": pd.to_numeric(rows["value"], errors="coerce")}
+    ).dropna(subset=["ppl"])
+    frame = frame.sort_values(["run_id", "x"], kind="mergesort")
+    grouped = frame.groupby("run_id", sort=False)["ppl"]
+    return pd.DataFrame({"best": grouped.min(), "final": grouped.last()})
+
+
 def learning_guard(
     evidence: pd.DataFrame, arm: str, run_ids: Sequence[str], vocab_size: float | None
 ) -> str | None:
     """A finding when a (non-diverged) run of ``arm`` did not learn or collapsed to uniform."""
     bad = []
+    curves, vocabs = _best_final(evidence, run_ids), _last_params(evidence, run_ids, VOCAB_PARAM)
     for run_id in run_ids:
-        ppl = _epochs(evidence, run_id).dropna()
-        vocab = _param(evidence, run_id, VOCAB_PARAM)
+        vocab = float(vocabs.get(run_id, math.nan))
         vocab = vocab_size if math.isnan(vocab) and vocab_size else vocab
-        if ppl.empty or not vocab or math.isnan(vocab):
+        if run_id not in curves.index or not vocab or math.isnan(vocab):
             continue
-        best, final = float(ppl.min()), float(ppl.iloc[-1])
+        best, final = float(curves.at[run_id, "best"]), float(curves.at[run_id, "final"])
         if best >= LEARN_FRACTION * vocab or final >= COLLAPSE_FRACTION * vocab:
             bad.append(f"{run_id[:8]} best {best:.4g}, final {final:.4g}")
     if not bad:
@@ -112,6 +132,7 @@ def regime_guard(evidence: pd.DataFrame, arm: str, run_ids: Sequence[str]) -> st
     if not run_ids:
         return None
     run_id = run_ids[0]  # η, λ and the schedule are the same for every seed of an arm
+    evidence = evidence[evidence["run_id"] == run_id]  # filter the whole table once, not per key
     lam, tau = _param(evidence, run_id, "derived.lambda"), _param(evidence, run_id, "derived.tau_iter")
     per_epoch = _param(evidence, run_id, "derived.steps_per_epoch")
     if not lam > 0 or not math.isfinite(tau) or not per_epoch > 0:

@@ -138,10 +138,14 @@ def plot_epoch_metric(
     data = _series(evidence, "epoch", metric)
     if data.empty:
         return None
-    data = data.assign(curve=data["run_id"].map(curve_labels(evidence, swept)))
+    labels = curve_labels(evidence, swept)
+    # One pivot for every run, split per curve (a pivot per curve cost seconds for a sweep arm
+    # of hundreds of λ values); dropping all-NaN rows and columns matches a per-curve pivot.
+    everything = data.pivot_table(index="x", columns="run_id", values="value")
+    curves = labels.reindex(everything.columns)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for curve, rows in data.groupby("curve", sort=True):
-        table = rows.pivot_table(index="x", columns="run_id", values="value")
+    for curve in sorted(curves.dropna().unique()):
+        table = everything.loc[:, (curves == curve).to_numpy()].dropna(how="all").dropna(axis=1, how="all")
         mean = table.mean(axis=1)
         (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{curve} (n={table.shape[1]})")
         if table.shape[1] > 1:
@@ -154,8 +158,19 @@ def plot_epoch_metric(
     ax.set_ylabel(metric)
     ax.set_yscale("log")
     ax.set_title(f"{metric} per arm and swept value (mean, band = min–max over seeds)")
-    ax.legend(fontsize=6, ncol=2)
+    _legend(ax, len(curves.dropna().unique()))
     return _save(fig, path)
+
+
+LEGEND_LIMIT = 40  # curves; past this a legend is unreadable and laying it out took seconds
+
+
+def _legend(ax, curves: int) -> None:
+    if curves <= LEGEND_LIMIT:
+        ax.legend(fontsize=6, ncol=2)
+        return
+    note = f"{curves} curves (one per arm and swept value): legend omitted (see the sensitivity plot)"
+    ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=6, va="bottom")
 
 
 VERDICT_COLOURS = {

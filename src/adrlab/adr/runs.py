@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -242,7 +245,8 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     ``scale``, each row with the scale, the run's commit (``-dirty`` when the tree was) and
     its config hash."""
     runs = stored_runs(adr, scale, uri)
-    rows: list[tuple] = []
+    if runs.empty:
+        return pd.DataFrame([], columns=list(EVIDENCE_COLUMNS))
     wanted_params = set(PARAMS) | {
         str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
     }
@@ -253,29 +257,72 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     }
     # One bulk read for every run (not one call per run and metric): see tracking.metric_histories.
     histories = tracking.metric_histories(uri, runs["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
-    by_run = {run_id: frame for run_id, frame in histories.groupby("run_id", sort=False)}
-    no_history = histories.iloc[:0]
-    for _, run in runs.iterrows():
-        status = "FINISHED" if run["state"] == "COMPLETE" else "DIVERGED"
-        head = (run["run_id"], run["arm"], int(run["seed"]), status)
-        tail = (scale, _tag(run, tracking.TAG_GIT_SHA), _tag(run, tracking.TAG_CONFIG_HASH))
-        history = by_run.get(run["run_id"], no_history)
-        for _, metric, step, value in history.itertuples(index=False):
-            kind = "epoch" if metric in EPOCH_METRICS else "step"
-            rows.append((*head, kind, metric, float(step), float(value), *tail))
-        for key in sorted(wanted_params):
-            raw = run.get(f"params.{key}")
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                continue
-            rows.append((*head, "param", key, float("nan"), value, *tail))
-        start = float(run["start_time"].timestamp() * 1000)
-        rows.append((*head, "param", "run.start_time", float("nan"), start, *tail))
-    frame = pd.DataFrame(rows, columns=list(EVIDENCE_COLUMNS))
+    info = _run_info(runs, scale)
+    parts = [_history_rows(histories, info), *_param_rows(runs, info, sorted(wanted_params))]
+    frame = pd.concat(parts, ignore_index=True).loc[:, list(EVIDENCE_COLUMNS)]
+    frame = frame.astype({"seed": "int64", "x": float, "value": float})
     return frame.sort_values(["arm", "seed", "run_id", "kind", "metric", "x"], kind="stable").reset_index(
         drop=True
     )
+
+
+def _run_info(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """run_id -> the columns every row of a run shares (arm, seed, status, provenance)."""
+    records = [r for _, r in runs.iterrows()]
+    return pd.DataFrame(
+        {
+            "arm": [r["arm"] for r in records],
+            "seed": [int(r["seed"]) for r in records],
+            "status": ["FINISHED" if r["state"] == "COMPLETE" else "DIVERGED" for r in records],
+            "scale": scale,
+            "git_sha": [_tag(r, tracking.TAG_GIT_SHA) for r in records],
+            "config_hash": [_tag(r, tracking.TAG_CONFIG_HASH) for r in records],
+        },
+        index=pd.Index([r["run_id"] for r in records], name="run_id"),
+    )
+
+
+def _history_rows(histories: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
+    """One evidence row per logged metric point of a run in ``info`` (history order kept)."""
+    rows = histories[histories["run_id"].isin(info.index)]
+    shared = info.reindex(rows["run_id"].to_numpy())
+    kind = np.where(rows["metric"].isin(EPOCH_METRICS).to_numpy(), "epoch", "step")
+    return pd.DataFrame(
+        {
+            "run_id": rows["run_id"].to_numpy(),
+            **{col: shared[col].to_numpy() for col in info.columns},
+            "kind": kind,
+            "metric": rows["metric"].to_numpy(),
+            "x": rows["step"].to_numpy(dtype=float),
+            "value": rows["value"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _param_rows(runs: pd.DataFrame, info: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
+    """Per run: each wanted param that reads as a number, then its start time (ms)."""
+    out = []
+    for key in keys:
+        column = f"params.{key}"
+        raw = runs[column].tolist() if column in runs.columns else [None] * len(runs)
+        values = [_as_float(v) for v in raw]
+        keep = [v is not None for v in values]
+        out.append(_rows_of(info[keep], "param", key, [v for v in values if v is not None]))
+    starts = [float(t.timestamp() * 1000) for t in runs["start_time"]]
+    out.append(_rows_of(info, "param", "run.start_time", starts))
+    return out
+
+
+def _rows_of(info: pd.DataFrame, kind: str, metric: str, values: list[float]) -> pd.DataFrame:
+    frame = info.reset_index().assign(kind=kind, metric=metric, x=math.nan)
+    return frame.assign(value=np.asarray(values, dtype=float))
+
+
+def _as_float(raw: Any) -> float | None:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _tag(run: pd.Series, tag: str) -> str:

@@ -60,10 +60,12 @@ class RunSeries:
 
         Duplicate x (a resumed run that logged a point twice) keep the last value.
         """
-        frame = pd.DataFrame({"x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float)})
-        frame = frame.dropna(subset=["x"]).drop_duplicates("x", keep="last").sort_values("x", kind="stable")
-        xs = frame["x"].to_numpy(dtype=float)
-        ys = frame["y"].to_numpy(dtype=float)
+        xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        keep = ~np.isnan(xs)
+        xs, ys = xs[keep], ys[keep]
+        # np.unique on the reversed points: sorted distinct x, each with its last logged value.
+        xs, first = np.unique(xs[::-1], return_index=True)
+        ys = ys[::-1][first]
         bad = worst(mode)
         ys = np.where(np.isnan(ys), bad, ys)
         if diverged and grid is not None:

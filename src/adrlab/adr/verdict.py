@@ -147,6 +147,18 @@ def _x_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else _float_text(float(value))
 
 
+def _text_columns(ev: pd.DataFrame) -> list[list[str]]:
+    """Each evidence column as the cells `save_evidence` writes, column by column (formatting
+    900k rows one row tuple at a time took seconds)."""
+    text = {col: ev[col].astype(str).tolist() for col in ("run_id", "arm", "status", "kind", "metric")}
+    text |= {col: ev[col].astype(str).tolist() for col in PROVENANCE_COLUMNS}
+    text["seed"] = [_cell(v) for v in ev["seed"].tolist()]
+    text["x"] = [_x_text(v) for v in ev["x"].tolist()]
+    values = ev["value"].tolist()
+    text["value"] = [_float_text(v) if type(v) is float else _cell(v) for v in values]
+    return [text[col] for col in EVIDENCE_COLUMNS]
+
+
 def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
     """Write the evidence table as CSV (LF, UTF-8) in a stable row order with exact floats."""
     ev = sort_evidence(evidence)
@@ -155,22 +167,7 @@ def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
     with p.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(EVIDENCE_COLUMNS)
-        for row in ev.itertuples(index=False):
-            writer.writerow(
-                [
-                    row.run_id,
-                    row.arm,
-                    _cell(row.seed),
-                    row.status,
-                    row.kind,
-                    row.metric,
-                    _x_text(row.x),
-                    _cell(row.value),
-                    row.scale,
-                    row.git_sha,
-                    row.config_hash,
-                ]
-            )
+        writer.writerows(zip(*_text_columns(ev), strict=True))
     return p
 
 
@@ -206,8 +203,14 @@ class _Run:
     run_id: str
     seed: Any
     status: str
-    rows: pd.DataFrame
+    arm_rows: pd.DataFrame  # every row of the run's arm; the run's own are at `positions`
+    positions: np.ndarray
     git_sha: str = UNKNOWN
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The run's rows (sliced on demand: most runs never need them as a frame)."""
+        return self.arm_rows.iloc[self.positions]
 
     @property
     def diverged(self) -> bool:
@@ -217,12 +220,13 @@ class _Run:
 def _runs_of(ev: pd.DataFrame, arm: str) -> list[_Run]:
     rows = ev[ev["arm"] == arm]
     runs = []
-    for run_id, g in rows.groupby("run_id", sort=False):
-        seed = g["seed"].iloc[0]
-        statuses = set(g["status"])
+    status_of = rows["status"].to_numpy(dtype=object)
+    for run_id, at in rows.groupby("run_id", sort=False).indices.items():
+        seed = rows["seed"].iloc[at[0]]
+        statuses = set(status_of[at])
         # A run is one status; DIVERGED wins if rows disagree (a resumed run that then diverged).
         status = DIVERGED if DIVERGED in statuses else sorted(statuses)[0]
-        runs.append(_Run(str(run_id), seed, status, g, str(g["git_sha"].iloc[0])))
+        runs.append(_Run(str(run_id), seed, status, rows, at, str(rows["git_sha"].iloc[at[0]])))
     return sorted(runs, key=lambda r: (_seed_key(r.seed), r.run_id))
 
 
@@ -237,12 +241,27 @@ def _param_key(value: Any) -> float | str:
         return str(value)
 
 
-def _series(run: _Run, metric: str, mode: str, grid: np.ndarray) -> stats.RunSeries:
-    rows = run.rows[(run.rows["metric"] == metric) & run.rows["kind"].isin(SERIES_KINDS)]
+def _series_points(evidence: pd.DataFrame, arm: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run_id -> (x, value) of ``metric``'s series rows of ``arm``, in evidence order: the table
+    is filtered once per arm and metric, not once per run."""
+    rows = evidence[
+        (evidence["arm"] == arm) & (evidence["metric"] == metric) & evidence["kind"].isin(SERIES_KINDS)
+    ]
+    x = rows["x"].to_numpy(dtype=float)
     values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
-    return stats.RunSeries.from_points(
-        rows["x"].to_numpy(dtype=float), values, mode=mode, diverged=run.diverged, grid=grid
-    )
+    groups = rows.groupby("run_id", sort=False).indices
+    return {str(run_id): (x[i], values[i]) for run_id, i in groups.items()}
+
+
+def _last_param(evidence: pd.DataFrame, arm: str, key: str) -> dict[str, Any]:
+    """run_id -> the last logged value of param ``key`` among ``arm``'s rows."""
+    rows = evidence[(evidence["arm"] == arm) & (evidence["kind"] == "param") & (evidence["metric"] == key)]
+    return dict(zip(rows["run_id"].tolist(), rows["value"].tolist()))  # later rows overwrite
+
+
+def _series(points: tuple[np.ndarray, np.ndarray] | None, run: _Run, mode: str, grid: np.ndarray):
+    x, values = points if points is not None else (np.empty(0), np.empty(0))
+    return stats.RunSeries.from_points(x, values, mode=mode, diverged=run.diverged, grid=grid)
 
 
 def _with_planned_epochs(grid: np.ndarray, run: _Run) -> np.ndarray:
@@ -348,10 +367,11 @@ def _arm_values(
     grid, epoch_metric = _metric_grid(c, evidence)
     inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
     assert inner is not None
-    out = []
+    out, points = [], _series_points(evidence, arm, c.metric)
+    swept = _last_param(evidence, arm, c.statistic.params["over"]) if c.statistic.name == "spread" else {}
     for run in runs:
         run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
-        value = stats.run_statistic(_series(run, c.metric, c.mode, run_grid), inner)
+        value = stats.run_statistic(_series(points.get(run.run_id), run, c.mode, run_grid), inner)
         if run.diverged and c.diverged == "worst":
             value = stats.diverged_value(inner.name, c.mode, value)
         if math.isnan(value):
@@ -359,12 +379,10 @@ def _arm_values(
             continue
         param = None
         if c.statistic.name == "spread":
-            over = c.statistic.params["over"]
-            prow = run.rows[(run.rows["kind"] == "param") & (run.rows["metric"] == over)]
-            if prow.empty:
-                notes.append(f"{_label(run, arm)} has no param {over}")
+            if run.run_id not in swept:
+                notes.append(f"{_label(run, arm)} has no param {c.statistic.params['over']}")
                 continue
-            param = _param_key(prow["value"].iloc[-1])
+            param = _param_key(swept[run.run_id])
         out.append(_Value(run, value, param))
     return out
 
