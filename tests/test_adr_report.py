@@ -6,8 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+import adrlab.adr.report as report_mod
 from adrlab.adr.history import MAX_DIFF_CHARS, _diff_text, verdict_diff
 from adrlab.adr.report import run_report
 from adrlab.adr.verdict import UNKNOWN, load_evidence
@@ -121,3 +123,46 @@ def test_epoch_plot_omits_an_unreadable_legend_and_says_so() -> None:
     assert many.get_legend() is None
     assert f"{LEGEND_LIMIT + 1} curves" in many.texts[0].get_text()
     plt.close("all")
+
+
+def _sweep_evidence(values: int) -> pd.DataFrame:
+    rows = []
+    for i in range(values):
+        for seed in (1, 2):
+            run = f"r{i}-{seed}"
+            rows.append(
+                {
+                    "run_id": run,
+                    "arm": "sweep",
+                    "kind": "param",
+                    "metric": "regularizer.weight_decay",
+                    "x": float("nan"),
+                    "value": 10.0 ** -(1 + i / values),
+                }
+            )
+            rows += [
+                {
+                    "run_id": run,
+                    "arm": "sweep",
+                    "kind": "epoch",
+                    "metric": "val_ppl",
+                    "x": float(e),
+                    "value": 50.0 + i + seed + e,
+                }
+                for e in (1, 2, 3)
+            ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("values", [3, report_mod.BAND_LIMIT + 1])
+def test_epoch_plot_draws_seed_bands_only_up_to_the_band_limit(values, tmp_path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(report_mod, "_save", lambda fig, path: figures.append(fig) or path.name)
+    report_mod.plot_epoch_metric(_sweep_evidence(values), "val_ppl", tmp_path / "p.png")
+    ax = figures[0].axes[0]
+    assert len(ax.lines) == values and all(len(line.get_xdata()) == 3 for line in ax.lines)
+    assert sorted(line.get_ydata()[0] for line in ax.lines) == [52.5 + i for i in range(values)]  # seed means
+    bands = len(ax.collections)
+    assert (bands, "omitted" in ax.get_title()) == (
+        (values, False) if values <= report_mod.BAND_LIMIT else (0, True)
+    )

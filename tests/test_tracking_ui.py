@@ -225,3 +225,23 @@ def test_adrlab_ui_prints_a_training_view_link_per_experiment(runs_dir, monkeypa
     assert "Default" not in out  # MLflow's own empty experiment is left out
     assert c.get_experiment(old).tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
     assert launched and launched[0][launched[0].index("--port") + 1] == "5123"
+
+
+def test_run_urls_from_the_database_match_the_api_search(runs_dir) -> None:
+    """The SQL path of run_urls gives what the MLflow search gives: active runs of active
+    experiments only, unknown ids left out."""
+    uri = tracking.tracking_uri(None)
+    c = tracking.client(uri)
+    kept, gone = tracking.ensure_experiment(uri, "kept"), tracking.ensure_experiment(uri, "gone")
+    live = [c.create_run(kept).info.run_id for _ in range(3)]
+    deleted = c.create_run(kept).info.run_id
+    c.delete_run(deleted)
+    in_deleted_experiment = c.create_run(gone).info.run_id
+    c.delete_experiment(gone)
+    asked = [*live, deleted, in_deleted_experiment, "0" * 32]
+    expected = {r: tracking.ui_url(uri, kept, r) for r in live}
+    assert tracking.run_urls(uri, asked) == expected
+    wanted = sorted(asked)
+    assert sorted(tracking._run_experiments_api(uri, wanted)) == sorted(
+        tracking._run_experiments_sql(uri, wanted)
+    )

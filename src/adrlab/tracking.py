@@ -182,21 +182,50 @@ def experiment_urls(
 
 
 def run_urls(uri: str, run_ids: Iterable[str], *, base: str | None = None) -> dict[str, str]:
-    """Run id → its run-page URL (one search per 100 runs, across every experiment)."""
+    """Run id → its run-page URL for the active runs of active experiments among `run_ids`
+    (a database store: one SQL query per few hundred runs; a server: one search per 100)."""
     wanted = sorted(set(map(str, run_ids)))
     if not wanted:
         return {}
+    if _is_database(uri):
+        pairs = with_retry(lambda: _run_experiments_sql(uri, wanted))
+    else:
+        pairs = _run_experiments_api(uri, wanted)
+    return {run_id: ui_url(uri, exp_id, run_id, base=base) for run_id, exp_id in pairs}
+
+
+def _run_experiments_api(uri: str, wanted: list[str]) -> list[tuple[str, str]]:
     c = client(uri)
     ids = [e.experiment_id for e in with_retry(c.search_experiments)]
-    found: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
     for i in range(0, len(wanted), 100):
         chunk = ", ".join(f"'{r}'" for r in wanted[i : i + 100])
         runs = with_retry(
             lambda chunk=chunk: c.search_runs(ids, f"attributes.run_id IN ({chunk})", max_results=100)
         )
-        for run in runs:
-            found[run.info.run_id] = ui_url(uri, run.info.experiment_id, run.info.run_id, base=base)
-    return found
+        pairs += [(run.info.run_id, run.info.experiment_id) for run in runs]
+    return pairs
+
+
+def _run_experiments_sql(uri: str, wanted: list[str]) -> list[tuple[str, str]]:
+    """(run id, experiment id) from MLflow's `runs` and `experiments` tables: the rows the
+    API search above returns (active runs of active experiments), without loading each run's
+    params, tags and metrics (20 searches of 100 runs took ~2 s at 2,000 runs)."""
+    import sqlalchemy
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
+
+    runs, exps = SqlRun.__table__, SqlExperiment.__table__
+    pairs: list[tuple[str, str]] = []
+    with _engine(uri).connect() as conn:
+        for i in range(0, len(wanted), _SQL_CHUNK):
+            query = (
+                sqlalchemy.select(runs.c.run_uuid, runs.c.experiment_id)
+                .join(exps, exps.c.experiment_id == runs.c.experiment_id)
+                .where(runs.c.run_uuid.in_(wanted[i : i + _SQL_CHUNK]))
+                .where(runs.c.lifecycle_stage == "active", exps.c.lifecycle_stage == "active")
+            )
+            pairs += [(run_id, str(exp_id)) for run_id, exp_id in conn.execute(query)]
+    return pairs
 
 
 # --------------------------------------------------------------------------- dataset inputs

@@ -139,30 +139,45 @@ def plot_epoch_metric(
     if data.empty:
         return None
     labels = curve_labels(evidence, swept)
-    # One pivot for every run, split per curve (a pivot per curve cost seconds for a sweep arm
-    # of hundreds of λ values); dropping all-NaN rows and columns matches a per-curve pivot.
+    # One pivot for every run, split per curve on its numpy array (a pivot, or a DataFrame
+    # slice, per curve cost seconds for a sweep arm of hundreds of λ values).
     everything = data.pivot_table(index="x", columns="run_id", values="value")
     curves = labels.reindex(everything.columns)
+    all_x, values = everything.index.to_numpy(), everything.to_numpy()
+    names = sorted(curves.dropna().unique())
+    bands = len(names) <= BAND_LIMIT
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for curve in sorted(curves.dropna().unique()):
-        table = everything.loc[:, (curves == curve).to_numpy()].dropna(how="all").dropna(axis=1, how="all")
-        mean = table.mean(axis=1)
-        (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{curve} (n={table.shape[1]})")
-        if table.shape[1] > 1:
+    for curve in names:
+        x, table = _curve_table(all_x, values, (curves == curve).to_numpy())
+        # The same arithmetic as DataFrame.mean(axis=1): NaN as 0 in the sum, divided by count.
+        mean = np.where(np.isnan(table), 0.0, table).sum(axis=1) / (~np.isnan(table)).sum(axis=1)
+        (line,) = ax.plot(x, mean, marker="o", ms=3, label=f"{curve} (n={table.shape[1]})")
+        if bands and table.shape[1] > 1:
             ax.fill_between(
-                table.index, table.min(axis=1), table.max(axis=1), color=line.get_color(), alpha=0.15
+                x, np.nanmin(table, axis=1), np.nanmax(table, axis=1), color=line.get_color(), alpha=0.15
             )
     if floor:
         ax.axhline(floor, color="grey", ls=":", lw=1, label=f"entropy floor {floor:.2f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_yscale("log")
-    ax.set_title(f"{metric} per arm and swept value (mean, band = min–max over seeds)")
-    _legend(ax, len(curves.dropna().unique()))
+    band = "band = min–max over seeds" if bands else f"min–max bands omitted past {BAND_LIMIT} curves"
+    ax.set_title(f"{metric} per arm and swept value (mean, {band})")
+    _legend(ax, len(names))
     return _save(fig, path)
 
 
+def _curve_table(x: np.ndarray, values: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One curve's (x, x × run values): its runs' columns without the x values where all of
+    them are NaN, then without runs that have no value left (as the per-curve pivot had)."""
+    table = values[:, columns]
+    rows = ~np.isnan(table).all(axis=1)
+    table = table[rows]
+    return x[rows], table[:, ~np.isnan(table).all(axis=0)]
+
+
 LEGEND_LIMIT = 40  # curves; past this a legend is unreadable and laying it out took seconds
+BAND_LIMIT = 40  # curves; past this the bands hide the lines and drawing them took ~1 s
 
 
 def _legend(ax, curves: int) -> None:

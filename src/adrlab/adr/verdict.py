@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,8 @@ def sort_evidence(evidence: pd.DataFrame) -> pd.DataFrame:
 
 
 def _float_text(value: float) -> str:
-    # repr() of a Python float is the shortest text that round-trips exactly.
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+    # repr() of a Python float is the shortest text that round-trips exactly ("nan", "inf" and
+    # "-inf" included).
     return repr(float(value))
 
 
@@ -147,15 +145,28 @@ def _x_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else _float_text(float(value))
 
 
+def _memo_text(values: list[Any], text: Callable[[Any], str]) -> list[str]:
+    """`text` of each value, formatted once per distinct value (seeds and steps repeat across
+    hundreds of thousands of rows); keyed by type too, as 1 == 1.0 == True."""
+    memo: dict[tuple[type, Any], str] = {}
+    out = []
+    for v in values:
+        key = (type(v), v)
+        if key not in memo:
+            memo[key] = text(v)
+        out.append(memo[key])
+    return out
+
+
 def _text_columns(ev: pd.DataFrame) -> list[list[str]]:
     """Each evidence column as the cells `save_evidence` writes, column by column (formatting
     900k rows one row tuple at a time took seconds)."""
     text = {col: ev[col].astype(str).tolist() for col in ("run_id", "arm", "status", "kind", "metric")}
     text |= {col: ev[col].astype(str).tolist() for col in PROVENANCE_COLUMNS}
-    text["seed"] = [_cell(v) for v in ev["seed"].tolist()]
-    text["x"] = [_x_text(v) for v in ev["x"].tolist()]
+    text["seed"] = _memo_text(ev["seed"].tolist(), _cell)
+    text["x"] = _memo_text(ev["x"].tolist(), _x_text)
     values = ev["value"].tolist()
-    text["value"] = [_float_text(v) if type(v) is float else _cell(v) for v in values]
+    text["value"] = [repr(v) if type(v) is float else _cell(v) for v in values]
     return [text[col] for col in EVIDENCE_COLUMNS]
 
 
