@@ -737,8 +737,13 @@ def check_compatibility(cfg: DictConfig) -> None:
 
 
 # Options whose off value (0 / false) trains and logs exactly as before they existed.
-OFF_BY_DEFAULT = (("trainer", "eval_every_steps"), ("data", "fresh_each_epoch"))
-NEUTRAL_DEFAULTS: dict[str, Any] = {"optimizer.ns_schedule": "quintic", "optimizer.ns_coefficients": None}
+# Options added later, with the value that trains exactly as before they existed.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "trainer.eval_every_steps": 0,
+    "data.fresh_each_epoch": False,
+    "optimizer.ns_schedule": "quintic",
+    "optimizer.ns_coefficients": None,
+}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -750,9 +755,6 @@ def config_hash(cfg: DictConfig) -> str:
     container.get("trainer", {}).pop("progress", None)
     container.get("trainer", {}).pop("threads", None)
     container.get("trainer", {}).pop("checkpoint_dir", None)  # where, not what
-    for group, key in OFF_BY_DEFAULT:  # an option left off keeps the hashes of runs made before it
-        if not container.get(group, {}).get(key, True):
-            container[group].pop(key)
     # Options added later are left out at their defaults, so runs stored before them keep their hash.
     for key, default in NEUTRAL_DEFAULTS.items():
         group, name = key.split(".")
