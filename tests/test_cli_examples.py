@@ -142,6 +142,15 @@ def check_adrlab(argv: list[str], tmp: Path) -> None:
         assert not lint_errors(), lint_errors()
 
 
+# The Makefile's knobs: `make test ARGS=...` exports ARGS to this test, and a nested make would
+# otherwise append the pytest arguments to every documented command.
+MAKEFILE_KNOBS = ("ARGS", "WORKERS", "SWEEP", "ADR", "STORAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+
+
+def make_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in MAKEFILE_KNOBS}
+
+
 def check_make(argv: list[str], tmp: Path) -> int:
     """`make -n` (nothing is run, the install step is taken as done) must succeed; the adrlab
     commands it would run are checked. Returns how many there were."""
@@ -150,7 +159,7 @@ def check_make(argv: list[str], tmp: Path) -> int:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "MAKEFLAGS": ""},
+        env=make_env(),
     )
     assert result.returncode == 0, result.stderr
     commands = [command_of(line) for line in result.stdout.splitlines()]
