@@ -11,6 +11,8 @@ SWEEP  ?= lambda_schedule
 WORKERS ?=
 WORKERS_FLAG = $(if $(WORKERS),--workers $(WORKERS))
 ADR    ?=
+# The scale `make adr` runs (an experiment the ADR declares: smoke, smoke_wikitext2, paper, ...).
+SCALE  ?= smoke
 ARGS   ?=
 # Optuna storage shared by many nodes (postgresql://user@host/db); empty: $ADRLAB_STORAGE or a local journal.
 STORAGE ?=
@@ -67,8 +69,8 @@ report: install
 	$(BIN)/adrlab report $(ARGS)
 
 adr: install
-	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002"; exit 2; fi
-	$(BIN)/adrlab adr run $(ADR) $(WORKERS_FLAG) $(STORAGE_FLAG)
+	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002 [SCALE=smoke_wikitext2]"; exit 2; fi
+	$(BIN)/adrlab adr run $(ADR) --scale $(SCALE) $(WORKERS_FLAG) $(STORAGE_FLAG)
 	$(BIN)/adrlab report --adr $(ADR)
 
 clean:

@@ -17,6 +17,7 @@ from adrlab.adr.workspace import adr_config_dirs
 from adrlab.config import compose
 
 ADRS = {path.stem[:4]: parse_adr(path) for path in all_adr_paths()}
+ROOT_SWEEPS = all_adr_paths()[0].parent.parent / "sweeps"
 
 
 def data_mismatches(adr: Adr, scale: str) -> list[str]:
@@ -76,11 +77,64 @@ def test_the_block_describes_the_data_each_arm_really_gets() -> None:
     adr = parse_adr_text(TRAP, "adr/0099-trap.md")
     text = data_description(adr, "smoke_wikitext2")
     model = "tiny model (128d × 2 layers), 10 epochs"
+    wikitext = "tiny model (128d × 2 layers), 5 epochs"  # the smoke_wikitext2 scale runs 5
     assert text == (
-        f"wikitext2 data, {model} (direct, swept_here); synthetic data, {model} (swept), seeds [1]"
+        f"wikitext2 data, {wikitext} (direct, swept_here); synthetic data, {model} (swept), seeds [1]"
     )
     # The repository's ADRs: every arm gets its scale's data, so one description per scale.
     assert (
         data_description(ADRS["0001"], "smoke")
         == f"synthetic data, {model}, seeds {list(ADRS['0001'].experiments['smoke'].seeds)}"
     )
+
+
+@pytest.mark.parametrize("number", sorted(ADRS))
+def test_sweep_arms_run_the_experiments_seeds(number: str) -> None:
+    """Paired comparisons need every arm on the same seeds; a sweep arm's come from its spec."""
+    from adrlab.adr.lint import lint_file
+
+    adr = ADRS[number]
+    unpaired = [str(m) for m in lint_file(adr.path) if "paired by seed" in m.message]
+    assert not unpaired, "\n".join(unpaired)
+
+
+def test_lint_names_a_sweep_arm_on_other_seeds(tmp_path) -> None:
+    from adrlab.adr.lint import lint_file
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "adr").mkdir()
+    spec = (ROOT_SWEEPS / "rmsuon_wd_lambda.yaml").read_text()
+    spec = spec.replace("seeds: [1, 2, 3, 4, 5]", "seeds: [1, 2]")
+    (tmp_path / "sweeps" / "rmsuon_wd_lambda.yaml").write_text(spec)
+    doc = tmp_path / "adr" / "0099-pairing.md"
+    doc.write_text(PAIRING)
+    everything = lint_file(doc)
+    messages = [m for m in everything if "paired by seed" in m.message]
+    assert len(messages) == 1, everything
+    assert len(messages) == 1 and messages[0].severity == "warning"
+    assert "runs seeds [1, 2] but this experiment's seeds are [1, 2, 3]" in messages[0].message
+
+
+PAIRING = """---
+title: "ADR-0099: pairing"
+status: "Proposed"
+experiments:
+  smoke:
+    seeds: [1, 2, 3]
+    overrides: ["scale=smoke"]
+    arms:
+      direct: ["experiment=rmsuon_wd0"]
+      swept: {sweep: rmsuon_wd_lambda}
+criteria:
+  - id: C1
+    claim: "x"
+    role: primary
+    arm: direct
+    metric: val_ppl
+    statistic: final
+    compare: "<"
+    threshold: 10
+---
+
+# ADR-0099: pairing
+"""

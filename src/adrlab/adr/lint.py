@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from adrlab.adr.arm_check import arm_checks, number_checks
 from adrlab.adr.document import STATUSES, Adr, AdrError, parse_adr_text
 from adrlab.adr.writeback import block_is_intact, find_block
@@ -98,10 +100,32 @@ def _sweep_checks(adr: Adr) -> list[LintMessage]:
     out = []
     for exp in adr.experiments.values():
         for arm in exp.arms.values():
-            if arm.sweep is not None and not (sweeps / f"{arm.sweep}.yaml").is_file():
-                message = f"experiments.{exp.scale}.arms.{arm.name}: no sweeps/{arm.sweep}.yaml"
-                out.append(LintMessage(str(adr.path), arm.line, WARNING, message))
+            if arm.sweep is None:
+                continue
+            where = f"experiments.{exp.scale}.arms.{arm.name}"
+            spec = sweeps / f"{arm.sweep}.yaml"
+            if not spec.is_file():
+                out.append(
+                    LintMessage(str(adr.path), arm.line, WARNING, f"{where}: no sweeps/{arm.sweep}.yaml")
+                )
+            elif (unpaired := _unpaired_seeds(spec, exp.seeds)) is not None:
+                out.append(LintMessage(str(adr.path), arm.line, WARNING, f"{where}: {unpaired}"))
     return out
+
+
+def _unpaired_seeds(spec: Path, seeds: tuple[int, ...]) -> str | None:
+    """A sweep arm takes its seeds from its spec; unless they equal the experiment's, its
+    comparisons with the other arms cannot be paired by seed (the engine falls back to Welch)."""
+    try:
+        spec_seeds = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("seeds")
+    except (OSError, yaml.YAMLError):
+        return None  # the spec's own problems are reported by the arm checks
+    if spec_seeds is None or list(spec_seeds) == list(seeds):
+        return None
+    return (
+        f"sweeps/{spec.name} runs seeds {list(spec_seeds)} but this experiment's seeds are {list(seeds)}; "
+        "make them equal so every comparison is paired by seed"
+    )
 
 
 def _prose_lines(
