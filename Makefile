@@ -71,7 +71,7 @@ report: install
 adr: install
 	@if [ -z "$(ADR)" ]; then echo "usage: make adr ADR=0002 [SCALE=smoke_wikitext2]"; exit 2; fi
 	$(BIN)/adrlab adr run $(ADR) --scale $(SCALE) $(WORKERS_FLAG) $(STORAGE_FLAG)
-	$(BIN)/adrlab report --adr $(ADR)
+	$(BIN)/adrlab report --adr $(ADR) --scale $(SCALE)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
