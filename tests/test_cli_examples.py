@@ -24,7 +24,7 @@ from adrlab.config import check_groups_given_once, compose_explained
 
 REPO = Path(__file__).resolve().parents[1]
 # Command lines (adrlab or make) in the fenced code blocks of the documents below.
-EXPECTED_COMMAND_LINES = 38
+EXPECTED_COMMAND_LINES = 40
 
 _FENCE_RE = re.compile(r"^\s*(```|~~~)")
 _LAUNCHERS = {"$", "srun", "mpirun", "sudo", "env", "nohup", "time", "exec"}
@@ -144,7 +144,7 @@ def check_adrlab(argv: list[str], tmp: Path) -> None:
 
 # The Makefile's knobs: `make test ARGS=...` exports ARGS to this test, and a nested make would
 # otherwise append the pytest arguments to every documented command.
-MAKEFILE_KNOBS = ("ARGS", "WORKERS", "SWEEP", "ADR", "STORAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+MAKEFILE_KNOBS = ("ARGS", "WORKERS", "SWEEP", "ADR", "SCALE", "STORAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def make_env() -> dict[str, str]:

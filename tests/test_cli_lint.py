@@ -150,3 +150,14 @@ def test_report_and_adr_run_refuse_an_adr_lint_rejects_before_writing(
         assert f"{path}:{line_of(path, 'nope:')}: error:" in err
         assert "refused" in err and "nothing was written" in err
     assert snapshot(root) == before  # no reports/, no runs/, the ADR byte-identical
+
+
+def test_lint_takes_adr_ids_and_names_the_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    path = project(root, smoke_arm='nope: ["experiment=nope_preset"]')
+    monkeypatch.setenv("ADRLAB_ROOT", str(root))
+    for ref in ("0042", "42", "ADR-0042"):  # an id finds the file, so its errors carry file:line
+        assert errors_of([Path(ref)]) == errors_of([path]) != []
+    missing = [m for m in lint(["0099"]) if m.severity == ERROR]
+    assert len(missing) == 1 and "no ADR '0099' in adr/; known: 0042-arms" in missing[0].message

@@ -17,6 +17,7 @@ import yaml
 
 from adrlab.adr.arm_check import arm_checks, number_checks
 from adrlab.adr.document import STATUSES, Adr, AdrError, parse_adr_text
+from adrlab.adr.runs import find_adr
 from adrlab.adr.writeback import block_is_intact, find_block
 
 ERROR = "error"
@@ -41,13 +42,22 @@ class LintMessage:
         return f"{where}: {self.severity}: {self.message}"
 
 
+_ADR_ID_RE = re.compile(r"^(ADR-?)?\d{1,4}$", re.IGNORECASE)
+
+
 def adr_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files to lint: files as given; directories contribute their ``*.md`` except README.md."""
+    """Files to lint: files as given; directories contribute their ``*.md`` except README.md;
+    an ADR id that is not a path (``0002``, ``ADR-0002``) is looked up in the project's adr/."""
     out: list[Path] = []
     for item in paths:
         p = Path(item)
         if p.is_dir():
             out.extend(sorted(f for f in p.glob("*.md") if f.name.lower() != "readme.md"))
+        elif not p.exists() and _ADR_ID_RE.match(str(item)):
+            try:
+                out.append(find_adr(str(item)))
+            except AdrError:
+                out.append(p)  # lint_file reports it as unreadable, naming the path
         else:
             out.append(p)
     return out
@@ -68,6 +78,11 @@ def lint_file(path: str | Path) -> list[LintMessage]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
+        if _ADR_ID_RE.match(str(path)):  # an id with no file behind it: say which ids exist
+            try:
+                find_adr(str(path))
+            except AdrError as missing:
+                return [LintMessage(name, None, ERROR, missing.message)]
         return [LintMessage(name, None, ERROR, f"cannot read: {exc.strerror or exc}")]
     try:
         text = raw.decode("utf-8")
