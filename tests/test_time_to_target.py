@@ -165,7 +165,7 @@ def test_a_run_without_its_clock_is_left_out_and_named() -> None:
     late_gap = (ev.run_id == "muon3".ljust(16, "x")) & (ev.metric == "epoch_time") & (ev.x == 4)
     r = clock_results(ev[~(gone | gap | late_gap)])["SECONDS"]
     assert r.n == {"muon": 1, "adamw": 3}  # muon3's gap is after its hit: still timed
-    assert "muon1xxx (muon seed 1) has no epoch_time (seconds clock): left out" in r.note
+    assert "muon1xxx (muon seed 1) has no epoch_time (the seconds clock): left out" in r.note
     assert "muon2xxx (muon seed 2) has no epoch_time for every epoch up to its hit" in r.note
     assert "seeds do not match, so unpaired" in r.method
     # Left out even when censored: keeping only the runs that never got there biases the arm slow.
@@ -191,7 +191,7 @@ def test_capped_epochs_and_missing_token_counts_have_no_token_clock() -> None:
     r = clock_results(ev)["TOKENS"]
     assert r.n == {"muon": 1}  # the cap of 500 does not bind (59 steps per epoch): muon2 stays
     assert "muon1xxx (muon seed 1) has epochs cut short by trainer.max_steps_per_epoch=59" in r.note
-    assert "muon3xxx (muon seed 3) has no derived.n_train_tokens (tokens per epoch) (tokens clock)" in r.note
+    assert "muon3xxx (muon seed 3) has no derived.n_train_tokens (tokens per epoch): left out" in r.note
 
 
 def test_a_diverged_run_is_censored_whatever_the_mode() -> None:

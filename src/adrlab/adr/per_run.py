@@ -128,7 +128,7 @@ def _seconds_clocks(evidence: pd.DataFrame, arm: str, run_ids: list[str]) -> dic
         per_epoch = per_epoch.reindex(np.arange(1, last + 1, dtype=float))
         usable = per_epoch.notna() & np.isfinite(per_epoch) & (per_epoch >= 0)
         cumulative = per_epoch.cumsum().where((~usable).cumsum() == 0)  # NaN from the first gap on
-        gap = "" if cumulative.isna().all() else " for every epoch up to its hit"
+        gap = " (the seconds clock)" if cumulative.isna().all() else " for every epoch up to its hit"
         problem = f"has no {EPOCH_TIME}{gap}"
         out[run_id] = Clock(seconds=cumulative, problem=problem)
     return out

@@ -388,7 +388,7 @@ def _arm_values(
         series = _series(points.get(run.run_id), run, c.mode, run_grid)
         clock = clocks.get(run.run_id)
         if clock is not None and clock.missing:
-            notes.append(f"{_label(run, arm)} {clock.problem} ({axis} clock): left out")
+            notes.append(f"{_label(run, arm)} {clock.problem}: left out")
             continue
         value = stats.run_statistic(series, inner, clock.on(series.x) if clock else None)
         if run.diverged and c.diverged == "worst":
