@@ -9,7 +9,7 @@ import pytest
 
 from adrlab import provenance, tracking
 from adrlab import train as train_module
-from adrlab.adr.metrics import LOGGED_METRICS
+from adrlab.adr.metrics import LOGGED_METRICS, NUMERIC_PARAMS
 from adrlab.config import compose
 from adrlab.train import train
 from tests.conftest import TINY
@@ -59,8 +59,20 @@ def test_cache_reuses_only_the_same_code_and_logs_only_known_metrics(
     assert run.data.tags[provenance.TAG_CODE_HASH] == provenance.training_code_hash()
     unknown = set(run.data.metrics) - set(LOGGED_METRICS)
     assert not unknown, f"train logs metrics adrlab.adr.metrics does not list: {sorted(unknown)}"
+    # What a criterion may divide by (relative_to) is logged, as a number, by every run.
+    params = run.data.params
+    not_numeric = [k for k in NUMERIC_PARAMS if k not in params or not _is_number(params[k])]
+    assert not not_numeric, f"NUMERIC_PARAMS lists params a run does not log as numbers: {not_numeric}"
     assert train(cfg).reused_from == first.run_id  # same config, same code: reused
     monkeypatch.setattr(train_module, "training_code_hash", lambda: "0123456789abcdef")
     third = train(cfg)  # the training code changed: trains again
     assert third.reused_from is None and third.run_id != first.run_id
     assert client.get_run(third.run_id).data.tags[provenance.TAG_CODE_HASH] == "0123456789abcdef"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -21,7 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from adrlab.adr.declared import declared_metrics
-from adrlab.adr.metrics import LOGGED_METRICS, SIGNED_STATISTICS
+from adrlab.adr.metrics import EPOCH_METRICS, LOGGED_METRICS, NUMERIC_PARAMS, SIGNED_STATISTICS
 
 STATUSES: tuple[str, ...] = ("Proposed", "Accepted", "Rejected", "Superseded", "Deprecated")
 ROLES: tuple[str, ...] = ("primary", "secondary", "flag")
@@ -34,21 +34,43 @@ DIVERGED_RULES: tuple[str, ...] = ("worst", "as_logged")
 # Statistic name -> (required parameters, optional parameters). Parameters are validated
 # by `_validate_statistic`; the computations live in adrlab.adr.stats.
 STATISTICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "value_at_epoch": (("epoch",), ()),
-    "mean_over_epochs": (("start", "end"), ()),
-    "best": ((), ()),
-    "final": ((), ()),
+    "value_at_epoch": (("epoch",), ("relative_to",)),
+    "mean_over_epochs": (("start", "end"), ("relative_to",)),
+    "best": ((), ("relative_to",)),
+    "final": ((), ("relative_to",)),
     "final_over_best": ((), ()),
     "epoch_of_best": ((), ()),
-    "slope": ((), ("start", "end")),
+    "slope": ((), ("start", "end", "relative_to")),
     "cv": ((), ("start", "end")),
     "max_spike": ((), ("window", "start", "end")),
     "spread": (("over", "of"), ("kind",)),
     # First epoch/step at which the metric reaches `target` (censored: +inf); see adr/README.md.
     "time_to_target": (("target",), ("axis",)),
 }
-# Axes time_to_target reads from a run's own series (stats.time_to_target also takes seconds/tokens).
-TIME_TO_TARGET_AXES: tuple[str, ...] = ("epoch", "step")
+# `relative_to: PARAM` divides each run's statistic by that run's own numeric param (one of
+# metrics.NUMERIC_PARAMS), e.g. final weight RMS over the predicted √(η/2λ). Refused where the
+# value is not in the metric's units, with the reason:
+RELATIVE_TO_REFUSED: dict[str, str] = {
+    "final_over_best": "is already a ratio of the run's own values (no units to divide)",
+    "cv": "is already a ratio of the run's own values (no units to divide)",
+    "max_spike": "is already a ratio of the run's own values (no units to divide)",
+    "epoch_of_best": "is an epoch or step, not a value of the metric",
+    "time_to_target": "is a time on its axis (epochs, steps, seconds, tokens), not a value of the metric",
+    "spread": "compares runs with different params; put relative_to on its per-run statistic `of`",
+}
+# Axes of time_to_target: the series' own x (epoch for a per-epoch metric, step for a per-step
+# one), or a clock the verdict engine derives from the run (adrlab.adr.per_run).
+TIME_TO_TARGET_AXES: tuple[str, ...] = ("epoch", "step", "seconds", "tokens")
+# Why an axis does not fit a metric: (axis, metric is per epoch) -> the reason.
+AXIS_MISFITS: dict[tuple[str, bool], str] = {
+    ("epoch", False): "a per-step metric is indexed by step, not epoch: use axis: step or tokens",
+    ("step", True): "a per-epoch metric is indexed by epoch, not step: use axis: epoch, seconds or tokens",
+    ("seconds", False): (
+        "no per-step wall clock is logged (tokens_per_s covers only the logging intervals, not "
+        "validation or the steps between them): use axis: step or tokens, or a per-epoch metric "
+        "such as val_ppl"
+    ),
+}
 # Statistic parameters that name one of a fixed set: (valid values, default).
 CHOICE_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
     "kind": (SPREAD_KINDS, "ratio"),
@@ -120,8 +142,18 @@ class Statistic:
         if self.name == "spread" and self.of is not None:
             kind = self.params.get("kind", "ratio")
             return f"spread[{kind}] of {self.of.describe(metric)} over {self.params['over']}"
-        args = ([metric] if metric else []) + [f"{k}={v}" for k, v in self.params.items()]
-        return f"{self.name}({', '.join(args)})" if args else self.name
+        shown = {k: v for k, v in self.params.items() if k != "relative_to"}
+        args = ([metric] if metric else []) + [f"{k}={v}" for k, v in shown.items()]
+        text = f"{self.name}({', '.join(args)})" if args else self.name
+        return f"{text} / {self.relative_to}" if self.relative_to else text
+
+    @property
+    def relative_to(self) -> str | None:
+        """The run's own param this statistic is divided by, if any (for spread: its ``of``'s)."""
+        if self.name == "spread" and self.of is not None:
+            return self.of.relative_to
+        value = self.params.get("relative_to")
+        return str(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -179,6 +211,8 @@ class Criterion:
         quantity = self.statistic.describe(self.metric)
         if self.baseline is not None:
             op = "/" if self.relation == "ratio" else "−"
+            if self.statistic.name != "spread" and self.statistic.relative_to:
+                quantity = f"({quantity})"  # the per-run ratio first, then arm vs baseline
             quantity = f"{quantity}: {self.arm} {op} {self.baseline}"
         return f"{quantity} {self.compare} {_fmt_number(self.threshold)}"
 
@@ -606,7 +640,7 @@ class _Validator:
                 self.fail(self.map_line(c), where, "missing required key 'statistic'")
             statistic = self.statistic(c, "statistic", f"{where}.statistic", allow_spread=True)
             mode = self.choice(c, "mode", where, MODES, "min")
-            self.consistent(c, where, statistic, relation, mode)
+            self.consistent(c, where, statistic, relation, mode, metric)
             compare = self.choice(c, "compare", where, COMPARES, None)
             threshold = self.number(c, "threshold", where)
             min_seeds = self.integer(c, "min_seeds", where, minimum=1, default=2)
@@ -654,11 +688,12 @@ class _Validator:
         return self._declared
 
     def consistent(
-        self, c: CommentedMap, where: str, stat: Statistic, relation: str | None, mode: str
+        self, c: CommentedMap, where: str, stat: Statistic, relation: str | None, mode: str, metric: str
     ) -> None:
         """A ratio of a statistic that can change sign inverts the claim when the baseline's
         value is negative; ``spread kind: min|max`` is the best value over the sweep, which
-        ``mode`` defines."""
+        ``mode`` defines; a time_to_target axis must be one the metric has."""
+        self.axis_fits(c, where, stat, metric)
         inner = stat.of if stat.name == "spread" and stat.of is not None else stat
         spread_ratio = stat.name == "spread" and stat.params.get("kind") == "ratio"
         if inner.name in SIGNED_STATISTICS and (relation == "ratio" or spread_ratio):
@@ -677,6 +712,22 @@ class _Validator:
                 f"kind: {kind} is the best value over the sweep, but mode: {mode} makes the best the "
                 f"{mode}imum; use kind: {mode} (or set mode: {kind})",
             )
+
+    def axis_fits(self, c: CommentedMap, where: str, stat: Statistic, metric: str) -> None:
+        """epoch and seconds need a per-epoch metric, step a per-step one (an optimizer's declared
+        metrics are per step); tokens fit both."""
+        inner = stat.of if stat.name == "spread" and stat.of is not None else stat
+        axis = inner.params.get("axis")
+        misfit = AXIS_MISFITS.get((str(axis), metric in EPOCH_METRICS))
+        if inner.name != "time_to_target" or misfit is None:
+            return
+        node = c["statistic"]["of"] if inner is not stat else c["statistic"]
+        kind = "per-epoch" if metric in EPOCH_METRICS else "per-step"
+        self.fail(
+            self.value_line(node, "axis"),
+            f"{where}.statistic.axis",
+            f"time_to_target axis {axis} does not fit {metric} ({kind}): {misfit}",
+        )
 
     def known_arm(self, c: CommentedMap, key: str, where: str, arm: str, arms: set[str]) -> None:
         if arm not in arms:
@@ -699,9 +750,7 @@ class _Validator:
             self.fail(line, where, f"expected a statistic name or mapping, got {_show(node)}")
         if not isinstance(name, str) or name not in names:
             self.fail(line, where, f"unknown statistic {_show(name)}; valid: {valid}")
-        required, optional = STATISTICS[name]
-        params: dict[str, Any] = {}
-        of: Statistic | None = None
+        required = STATISTICS[name][0]
         if m is None:
             if required:
                 self.fail(
@@ -710,31 +759,7 @@ class _Validator:
                     f"{name} needs {', '.join(required)}: use {{name: {name}, {required[0]}: ...}}",
                 )
             return Statistic(name)
-        for k in m:
-            if k != "name" and k not in required + optional:
-                allowed = ", ".join(("name", *required, *optional))
-                self.fail(
-                    self.key_line(m, k), f"{where}.{k}", f"unknown parameter for {name}; valid: {allowed}"
-                )
-        for k in required:
-            if k not in m:
-                self.fail(self.map_line(m), where, f"{name} needs '{k}'")
-        for k in (*required, *optional):
-            if k not in m:
-                continue
-            if k == "of":
-                of = self.statistic(m, "of", f"{where}.of", allow_spread=False)
-            elif k == "over":
-                params[k] = str(self.string(m, "over", where))
-            elif k in CHOICE_PARAMS:  # kind (spread), axis (time_to_target)
-                params[k] = self.choice(m, k, where, *CHOICE_PARAMS[k])
-            elif k in ("epoch", "window"):
-                params[k] = self.integer(m, k, where, minimum=1)
-            else:  # start / end: epochs or steps
-                value = m[k]
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    self.fail(self.value_line(m, k), f"{where}.{k}", f"expected a number, got {_show(value)}")
-                params[k] = int(value) if float(value).is_integer() else float(value)
+        params, of = self.statistic_params(m, name, where)
         if "start" in params and "end" in params and params["start"] > params["end"]:
             self.fail(
                 self.value_line(m, "end"),
@@ -744,6 +769,59 @@ class _Validator:
         if name == "spread":
             params.setdefault("kind", "ratio")
         return Statistic(name, params, of)
+
+    def statistic_params(
+        self, m: CommentedMap, name: str, where: str
+    ) -> tuple[dict[str, Any], Statistic | None]:
+        """The parameters of statistic ``name`` given as mapping ``m`` (and a spread's ``of``)."""
+        required, optional = STATISTICS[name]
+        for k in m:
+            if k == "relative_to" and name in RELATIVE_TO_REFUSED:
+                relative = ", ".join(n for n, (_, opt) in STATISTICS.items() if "relative_to" in opt)
+                self.fail(
+                    self.key_line(m, k),
+                    f"{where}.{k}",
+                    f"relative_to does not apply to {name}: it {RELATIVE_TO_REFUSED[name]}; "
+                    f"valid with: {relative}",
+                )
+            if k != "name" and k not in required + optional:
+                allowed = ", ".join(("name", *required, *optional))
+                self.fail(
+                    self.key_line(m, k), f"{where}.{k}", f"unknown parameter for {name}; valid: {allowed}"
+                )
+        for k in required:
+            if k not in m:
+                self.fail(self.map_line(m), where, f"{name} needs '{k}'")
+        params: dict[str, Any] = {}
+        of: Statistic | None = None
+        for k in (k for k in (*required, *optional) if k in m):
+            if k == "of":
+                of = self.statistic(m, "of", f"{where}.of", allow_spread=False)
+            elif k == "over":
+                params[k] = str(self.string(m, "over", where))
+            elif k == "relative_to":
+                params[k] = self.numeric_param(m, k, where)
+            elif k in CHOICE_PARAMS:  # kind (spread), axis (time_to_target)
+                params[k] = self.choice(m, k, where, *CHOICE_PARAMS[k])
+            elif k in ("epoch", "window"):
+                params[k] = self.integer(m, k, where, minimum=1)
+            else:  # start / end: epochs or steps
+                value = m[k]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    self.fail(self.value_line(m, k), f"{where}.{k}", f"expected a number, got {_show(value)}")
+                params[k] = int(value) if float(value).is_integer() else float(value)
+        return params, of
+
+    def numeric_param(self, m: CommentedMap, key: str, where: str) -> str:
+        """A param every run logs as a number: a misspelled one would exclude every run."""
+        name = str(self.string(m, key, where))
+        if name not in NUMERIC_PARAMS:
+            self.fail(
+                self.value_line(m, key),
+                f"{where}.{key}",
+                f"adrlab never logs {name!r} as a number; valid: {', '.join(NUMERIC_PARAMS)}",
+            )
+        return name
 
 
 def _kind(node: Any) -> str:

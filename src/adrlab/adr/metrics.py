@@ -41,3 +41,26 @@ STEP_METRICS: tuple[str, ...] = (
 LOGGED_METRICS: tuple[str, ...] = (*EPOCH_METRICS, *STEP_METRICS)
 # Statistics whose per-run value can change sign: a ratio of two of them can invert the claim.
 SIGNED_STATISTICS: tuple[str, ...] = ("slope",)
+# Params every run logs as numbers (the resolved config flattened, plus the build-time derived.*
+# values of adrlab.train.build): a criterion may measure its statistic relative to one of them
+# (statistic `relative_to`, adr/README.md). A test trains a tiny run and checks each is numeric.
+NUMERIC_PARAMS: tuple[str, ...] = (
+    "optimizer.lr",
+    "regularizer.weight_decay",
+    "data.vocab_size",
+    "data.seq_len",
+    "trainer.batch_size",
+    "trainer.epochs",
+    "derived.lambda",
+    "derived.per_step_decay",
+    "derived.tau_iter",
+    "derived.tau_epoch",
+    "derived.predicted_weight_rms",
+    "derived.steps_per_epoch",
+    "derived.entropy_floor_ppl",
+    "derived.n_params",
+    "derived.n_train_tokens",
+    "derived.model_flops_per_step",
+    "derived.ns_flops_per_step",
+    "derived.ns_flops_ratio",
+)

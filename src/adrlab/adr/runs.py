@@ -16,6 +16,7 @@ from adrlab import tracking
 from adrlab.adr.costs import COST_PARAMS
 from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
 from adrlab.adr.metrics import EPOCH_METRICS
+from adrlab.adr.per_run import needed_params
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
 from adrlab.adr.workspace import activate
 from adrlab.config import compose, project_root
@@ -247,9 +248,7 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     runs = stored_runs(adr, scale, uri)
     if runs.empty:
         return pd.DataFrame([], columns=list(EVIDENCE_COLUMNS))
-    wanted_params = set(PARAMS) | {
-        str(c.statistic.params["over"]) for c in adr.criteria if c.statistic.name == "spread"
-    }
+    wanted_params = set(PARAMS) | needed_params(adr.criteria)  # + swept, relative_to, token clock
     # A criterion's metric is adrlab's own or one an arm's `_target_` optimizer declares (the
     # parser accepted nothing else): every one that is not per epoch is per step.
     step_metrics = set(REPORT_STEP_METRICS) | {

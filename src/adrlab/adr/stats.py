@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from adrlab.adr.document import Statistic
+from adrlab.adr.document import TIME_TO_TARGET_AXES, Statistic
 
 CONFIDENCE = 0.95
 SPIKE_WINDOW = 20
@@ -189,8 +189,8 @@ def max_spike(
     return float(np.max(ratio))
 
 
-# Statistics where a larger value is worse whatever the metric's mode (variability, rise).
-ALWAYS_WORSE_HIGH: tuple[str, ...] = ("final_over_best", "cv", "max_spike")
+# Statistics where a larger value is worse whatever the metric's mode (variability, rise, time).
+ALWAYS_WORSE_HIGH: tuple[str, ...] = ("final_over_best", "cv", "max_spike", "time_to_target")
 
 
 def diverged_value(name: str, mode: str, value: float) -> float:
@@ -202,7 +202,7 @@ def diverged_value(name: str, mode: str, value: float) -> float:
     return math.inf if name in ALWAYS_WORSE_HIGH else worst(mode)
 
 
-TIME_AXES: tuple[str, ...] = ("epoch", "step", "seconds", "tokens")
+TIME_AXES: tuple[str, ...] = TIME_TO_TARGET_AXES
 
 
 def time_to_target(
@@ -237,8 +237,9 @@ def time_to_target(
     return float(np.sum(seconds[: first + 1]))
 
 
-def run_statistic(s: RunSeries, stat: Statistic) -> float:
-    """Dispatch one (non-spread) statistic on one run's series."""
+def run_statistic(s: RunSeries, stat: Statistic, clock: np.ndarray | float | None = None) -> float:
+    """Dispatch one (non-spread) statistic on one run's series; ``clock``: time_to_target's on
+    the seconds and tokens axes (adrlab.adr.per_run derives it from the run)."""
     p = stat.params
     name = stat.name
     if name == "value_at_epoch":
@@ -259,8 +260,8 @@ def run_statistic(s: RunSeries, stat: Statistic) -> float:
         return cv(s, p.get("start"), p.get("end"))
     if name == "max_spike":
         return max_spike(s, p.get("window", SPIKE_WINDOW), p.get("start"), p.get("end"))
-    if name == "time_to_target":  # on the series' own axis (epoch or step); see time_to_target
-        return time_to_target(s, p["target"], axis=p.get("axis", "epoch"))
+    if name == "time_to_target":
+        return time_to_target(s, p["target"], axis=p.get("axis", "epoch"), clock=clock)
     raise ValueError(f"statistic {name!r} is not a per-run statistic")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adrlab.adr import guards, stats
+from adrlab.adr import guards, per_run, stats
 from adrlab.adr.document import Adr, Criterion
 
 PASS = "PASS"
@@ -376,17 +376,30 @@ def _arm_values(
 ) -> list[_Value]:
     """Per-run statistic of every usable run of ``arm``; unusable runs are named in ``notes``."""
     grid, epoch_metric = _metric_grid(c, evidence)
-    inner = c.statistic.of if c.statistic.name == "spread" else c.statistic
-    assert inner is not None
+    inner = per_run.inner_statistic(c.statistic)
     out, points = [], _series_points(evidence, arm, c.metric)
     swept = _last_param(evidence, arm, c.statistic.params["over"]) if c.statistic.name == "spread" else {}
+    ids = [run.run_id for run in runs]
+    axis = str(inner.params.get("axis", "")) if inner.name == "time_to_target" else ""
+    clocks = per_run.clocks(evidence, arm, axis, epoch_metric, ids)
+    divisors = per_run.divisors(evidence, arm, inner.relative_to, ids) if inner.relative_to else {}
     for run in runs:
         run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
-        value = stats.run_statistic(_series(points.get(run.run_id), run, c.mode, run_grid), inner)
+        series = _series(points.get(run.run_id), run, c.mode, run_grid)
+        clock = clocks.get(run.run_id)
+        if clock is not None and clock.missing:
+            notes.append(f"{_label(run, arm)} {clock.problem}: left out")
+            continue
+        value = stats.run_statistic(series, inner, clock.on(series.x) if clock else None)
         if run.diverged and c.diverged == "worst":
             value = stats.diverged_value(inner.name, c.mode, value)
         if math.isnan(value):
-            notes.append(f"{_label(run, arm)} has no {c.metric} for {inner.describe()}")
+            why = clock.problem if clock else f"has no {c.metric} for {inner.describe()}"
+            notes.append(f"{_label(run, arm)} {why}")
+            continue
+        divisor = divisors.get(run.run_id, 1.0)
+        if isinstance(divisor, str):  # relative_to: no finite positive param to divide by
+            notes.append(f"{_label(run, arm)} {divisor}: left out")
             continue
         param = None
         if c.statistic.name == "spread":
@@ -394,7 +407,7 @@ def _arm_values(
                 notes.append(f"{_label(run, arm)} has no param {c.statistic.params['over']}")
                 continue
             param = _param_key(swept[run.run_id])
-        out.append(_Value(run, value, param))
+        out.append(_Value(run, value / divisor, param))
     return out
 
 
