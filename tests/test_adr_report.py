@@ -35,8 +35,12 @@ def clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_old_snapshot_loads_as_smoke_with_unknown_provenance() -> None:
-    ev = load_evidence(ROOT / "reports" / "adr-0001" / "runs.csv")
+def test_old_snapshot_loads_as_smoke_with_unknown_provenance(tmp_path: Path) -> None:
+    # A snapshot written before evidence had a scale and provenance (the legacy runs.csv).
+    current = pd.read_csv(ROOT / "reports" / "adr-0001" / "runs-smoke.csv")
+    legacy = tmp_path / "runs.csv"
+    current.drop(columns=["scale", "git_sha", "config_hash"]).to_csv(legacy, index=False)
+    ev = load_evidence(legacy)
     assert set(ev["scale"]) == {"smoke"}
     assert set(ev["git_sha"]) == {UNKNOWN} and set(ev["config_hash"]) == {UNKNOWN}
 
@@ -45,14 +49,14 @@ def test_paper_scale_without_runs_never_shows_smoke_verdicts(clone: Path, capsys
     path = next((clone / "adr").glob("0001-*.md"))
     assert run_report("0001", scale="paper") == 0
     out = capsys.readouterr().out
-    assert "paper: NO DATA" in out and "smoke: re-derived from reports/adr-0001/runs.csv" in out
+    assert "paper: NO DATA" in out and "smoke: re-derived from reports/adr-0001/runs-smoke.csv" in out
     block = find_block(path.read_text(encoding="utf-8"))
     assert block is not None
     smoke, paper = block.text.split("### Scale `paper`")
     assert "### Scale `smoke`" in smoke and any(w in smoke for w in VERDICT_WORDS)
     assert "**NO DATA**: no runs in this store and no reports/adr-0001/runs-paper.csv" in paper
     assert not any(w in paper for w in VERDICT_WORDS)
-    assert {scale for scale, _ in block_verdicts(block.text)} == {"smoke"}
+    assert {scale for scale, _ in block_verdicts(block.text)} == {"smoke", "smoke_wikitext2"}
     assert run_report("0001", scale="paper", check=True) == 0
     assert run_report("0001", scale="smoke", check=True) == 0  # --check re-derives every section
 
@@ -69,7 +73,7 @@ def test_history_is_idempotent_and_check_never_writes(clone: Path) -> None:
     assert run_report("0001", force=True) == 0
     rows = history.read_text(encoding="utf-8").splitlines()
     assert rows[0] == "date,scale,criterion,old,new,estimate,commits"
-    assert len(rows) == 2 and ",smoke,IMP-003-early-per_step,FAIL,INVALID," in rows[1]
+    assert len(rows) == 2 and ",smoke,IMP-003-early-per_step,FAIL,INVALID," in rows[1], rows
     assert path.read_text(encoding="utf-8") == text
     before = history.read_bytes()
     assert run_report("0001") == 0  # same evidence: nothing appended
@@ -95,7 +99,8 @@ def test_diff_lists_verdict_changes_since_a_ref(clone: Path) -> None:
     assert out.startswith("## ADR verdict changes since `HEAD`")
     assert "| smoke | STABLE-per_step | PASS | INVALID |" in out
     assert "[ADR-0001](reports/adr-0001/README.md)" in out
-    assert verdict_diff("HEAD~1", [path], clone).count("| smoke |") == len(block_verdicts(text))  # all new
+    diff = verdict_diff("HEAD~1", [path], clone)
+    assert diff.count("| smoke |") + diff.count("| smoke_wikitext2 |") == len(block_verdicts(text))  # all new
     with pytest.raises(ValueError, match="unknown git ref"):
         verdict_diff("no-such-ref", [path], clone)
 
