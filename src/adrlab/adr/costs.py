@@ -10,7 +10,6 @@ import pandas as pd
 from adrlab.mdtable import markdown_table
 
 COST_EPOCH_METRICS = ("epoch_time", "optimizer_step_share", "step_time_ms", "peak_memory_mb")
-COST_PARAMS = ("derived.ns_flops_ratio", "derived.ns_flops_per_step", "derived.model_flops_per_step")
 COST_NOTE = (
     "Compare arms by wall clock as well as by epoch: a Muon-family step does more work than "
     "AdamW's (Newton–Schulz), so equal epochs are not equal time. Step time and the optimizer "

@@ -43,7 +43,8 @@ LOGGED_METRICS: tuple[str, ...] = (*EPOCH_METRICS, *STEP_METRICS)
 SIGNED_STATISTICS: tuple[str, ...] = ("slope",)
 # Params every run logs as numbers (the resolved config flattened, plus the build-time derived.*
 # values of adrlab.train.build): a criterion may measure its statistic relative to one of them
-# (statistic `relative_to`, adr/README.md). A test trains a tiny run and checks each is numeric.
+# (statistic `relative_to`, adr/README.md), and the evidence export reads them back (adr.runs.PARAMS,
+# all but the run sizes). A test trains a tiny run and checks each is numeric.
 NUMERIC_PARAMS: tuple[str, ...] = (
     "optimizer.lr",
     "regularizer.weight_decay",

@@ -13,9 +13,8 @@ import pandas as pd
 import yaml
 
 from adrlab import tracking
-from adrlab.adr.costs import COST_PARAMS
 from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
-from adrlab.adr.metrics import EPOCH_METRICS
+from adrlab.adr.metrics import EPOCH_METRICS, NUMERIC_PARAMS
 from adrlab.adr.per_run import needed_params
 from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
 from adrlab.adr.workspace import activate
@@ -35,23 +34,20 @@ REPORT_STEP_METRICS = (
     "update_rms",
     "train_loss",
 )
+# Numeric params the evidence carries only where a criterion needs one (per_run.needed_params):
+# the run's sizes, which the committed runs*.csv snapshots were exported without.
+PARAMS_ON_DEMAND = frozenset(
+    {"data.seq_len", "trainer.batch_size", "trainer.epochs", "derived.n_params", "derived.n_train_tokens"}
+)
+# Params every run's evidence carries: the choices that name its regime, then every number it logs
+# (metrics.NUMERIC_PARAMS, the one list of those) but the on-demand ones.
 PARAMS = (
     "optimizer.name",
-    "optimizer.lr",
     "regularizer.name",
-    "regularizer.weight_decay",
     "lr_schedule.name",
     "wd_schedule.name",
-    "derived.lambda",
     "derived.decay_units",
-    "derived.per_step_decay",
-    "derived.tau_iter",
-    "derived.tau_epoch",
-    "derived.predicted_weight_rms",
-    "derived.steps_per_epoch",
-    "derived.entropy_floor_ppl",
-    "data.vocab_size",
-    *COST_PARAMS,
+    *(p for p in NUMERIC_PARAMS if p not in PARAMS_ON_DEMAND),
 )
 
 
