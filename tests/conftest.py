@@ -40,3 +40,59 @@ def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ADRLAB_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return path
+
+
+# An ADR with one `smoke` experiment on seeds 1-3, laid out as adr/README.md writes one.
+SMOKE_ADR = """\
+---
+title: "{title}"
+status: "Proposed"
+experiments:
+  smoke:
+    seeds: [1, 2, 3]
+    overrides: ["scale=smoke"]
+    arms:
+{arms}criteria:
+{criteria}---
+{body}"""
+
+
+def smoke_adr(title: str, arms: dict[str, str], criteria: list[str], body: str = "") -> str:
+    """SMOKE_ADR filled in: ``arms`` maps each arm to its YAML (``'["optimizer=adamw"]'``),
+    ``criteria`` come from `criterion`, ``body`` follows the front matter."""
+    arm_lines = "".join(f"      {name}: {yaml}\n" for name, yaml in arms.items())
+    return SMOKE_ADR.format(title=title, arms=arm_lines, criteria="".join(criteria), body=body)
+
+
+def criterion(
+    id_: str,
+    claim: str,
+    /,
+    *,
+    arm: str,
+    metric: str,
+    statistic: str,
+    compare: str,
+    threshold: float,
+    role: str = "primary",
+    baseline: str | None = None,
+    mode: str | None = None,
+) -> str:
+    """One entry of an ADR's `criteria:` list, its fields in adr/README.md's order; ``statistic``
+    is YAML as written (``final``, ``{name: slope, start: 1}``); a baseline comes with
+    ``relation: ratio``."""
+    fields = {
+        "id": id_,
+        "claim": f'"{claim}"',
+        "role": role,
+        "arm": arm,
+        "baseline": baseline,
+        "relation": "ratio" if baseline else None,
+        "metric": metric,
+        "statistic": statistic,
+        "mode": mode,
+        "compare": f'"{compare}"',
+        "threshold": threshold,
+    }
+    lines = [f"{key}: {value}" for key, value in fields.items() if value is not None]
+    return "  - " + "\n    ".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -19,44 +20,25 @@ from adrlab.adr.verdict import (
     evaluate,
     load_evidence,
 )
+from tests.conftest import criterion, smoke_adr
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ADR = """\
----
-title: "ADR-0099: guards"
-status: "Proposed"
-experiments:
-  smoke:
-    seeds: [1, 2, 3]
-    overrides: ["scale=smoke"]
-    arms:
-      base: ["optimizer=rmsuon"]
-      treat: {{overrides: ["optimizer=rmsuon"], control: base}}
-      other: ["optimizer=adamw"]
-criteria:
-  - id: P1
-    claim: "treat beats base"
-    role: primary
-    arm: treat
-    baseline: base
-    relation: ratio
-    metric: val_ppl
-    statistic: {statistic}
-    compare: "<"
-    threshold: 1.0
-  - id: P2
-    claim: "other beats base"
-    role: primary
-    arm: other
-    baseline: base
-    relation: ratio
-    metric: val_ppl
-    statistic: final
-    compare: "<"
-    threshold: 1.0
----
-"""
+# Two arms against base; ADR is a str.format template: {statistic} is P1's statistic (hence the
+# doubled braces of arm treat).
+against_base = partial(criterion, baseline="base", metric="val_ppl", compare="<", threshold=1.0)
+ADR = smoke_adr(
+    "ADR-0099: guards",
+    arms={
+        "base": '["optimizer=rmsuon"]',
+        "treat": '{{overrides: ["optimizer=rmsuon"], control: base}}',
+        "other": '["optimizer=adamw"]',
+    },
+    criteria=[
+        against_base("P1", "treat beats base", arm="treat", statistic="{statistic}"),
+        against_base("P2", "other beats base", arm="other", statistic="final"),
+    ],
+)
 
 
 def rows(run: str, arm: str, seed: int, values: list[float], status: str = "FINISHED") -> list[tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -16,53 +17,33 @@ from adrlab.adr.metrics import NUMERIC_PARAMS
 from adrlab.adr.per_run import needed_params
 from adrlab.adr.stats import paired_interval, single_interval
 from adrlab.adr.verdict import CORE_COLUMNS, FAIL, NO_DATA, PASS, evaluate
+from tests.conftest import criterion, smoke_adr
 from tests.test_adr_verdict import param_row
 
 README = Path(__file__).resolve().parents[1] / "adr" / "README.md"
 PREDICTED = "derived.predicted_weight_rms"
 
-ADR = """\
----
-title: "ADR-0003: coupled schedule"
-status: "Proposed"
-experiments:
-  smoke:
-    seeds: [1, 2, 3]
-    overrides: ["scale=smoke"]
-    arms:
-      constant: ["experiment=rmsuon_wd05"]
-      ema_coupled: ["experiment=ema_coupled"]
-criteria:
-  - id: RMS-EQ-LOW
-    claim: "final weight RMS at least half the predicted equilibrium"
-    role: primary
-    arm: ema_coupled
-    metric: weight_rms_epoch
-    statistic: {name: final, relative_to: derived.predicted_weight_rms}
-    mode: max
-    compare: ">="
-    threshold: 0.5
-  - id: RMS-EQ-HIGH
-    claim: "final weight RMS at most twice the predicted equilibrium"
-    role: primary
-    arm: ema_coupled
-    metric: weight_rms_epoch
-    statistic: {name: final, relative_to: derived.predicted_weight_rms}
-    compare: "<="
-    threshold: 2
-  - id: RMS-VS-CONSTANT
-    claim: "closer to its equilibrium than the constant schedule"
-    role: secondary
-    arm: ema_coupled
-    baseline: constant
-    relation: ratio
-    metric: weight_rms_epoch
-    statistic: {name: final, relative_to: derived.predicted_weight_rms}
-    compare: "<"
-    threshold: 1.2
----
-# body
-"""
+# ADR-0003's band on the equilibrium RMS and its comparison with the constant schedule: every
+# criterion is ema_coupled's final weight RMS over its own predicted equilibrium.
+equilibrium_rms = partial(
+    criterion,
+    arm="ema_coupled",
+    metric="weight_rms_epoch",
+    statistic=f"{{name: final, relative_to: {PREDICTED}}}",
+)
+ADR = smoke_adr(
+    "ADR-0003: coupled schedule",
+    arms={"constant": '["experiment=rmsuon_wd05"]', "ema_coupled": '["experiment=ema_coupled"]'},
+    criteria=[
+        equilibrium_rms("RMS-EQ-LOW", "final weight RMS at least half the predicted equilibrium",
+                        mode="max", compare=">=", threshold=0.5),
+        equilibrium_rms("RMS-EQ-HIGH", "final weight RMS at most twice the predicted equilibrium",
+                        compare="<=", threshold=2),
+        equilibrium_rms("RMS-VS-CONSTANT", "closer to its equilibrium than the constant schedule",
+                        role="secondary", baseline="constant", compare="<", threshold=1.2),
+    ],
+    body="# body\n",
+)  # fmt: skip
 FINALS = {"ema_coupled": [0.060, 0.058, 0.061], "constant": [0.090, 0.085, 0.095]}
 PREDICTIONS = {"ema_coupled": [0.055, 0.055, 0.050], "constant": [0.077, 0.080, 0.070]}
 

@@ -15,6 +15,7 @@ from adrlab.adr.report import data_description
 from adrlab.adr.runs import all_adr_paths, arm_run_overrides
 from adrlab.adr.workspace import adr_config_dirs
 from adrlab.config import compose
+from tests.conftest import criterion, smoke_adr
 
 ADRS = {path.stem[:4]: parse_adr(path) for path in all_adr_paths()}
 ROOT_SWEEPS = all_adr_paths()[0].parent.parent / "sweeps"
@@ -115,26 +116,11 @@ def test_lint_names_a_sweep_arm_on_other_seeds(tmp_path) -> None:
     assert "runs seeds [1, 2] but this experiment's seeds are [1, 2, 3]" in messages[0].message
 
 
-PAIRING = """---
-title: "ADR-0099: pairing"
-status: "Proposed"
-experiments:
-  smoke:
-    seeds: [1, 2, 3]
-    overrides: ["scale=smoke"]
-    arms:
-      direct: ["experiment=rmsuon_wd0"]
-      swept: {sweep: rmsuon_wd_lambda}
-criteria:
-  - id: C1
-    claim: "x"
-    role: primary
-    arm: direct
-    metric: val_ppl
-    statistic: final
-    compare: "<"
-    threshold: 10
----
-
-# ADR-0099: pairing
-"""
+PAIRING = smoke_adr(
+    "ADR-0099: pairing",
+    arms={"direct": '["experiment=rmsuon_wd0"]', "swept": "{sweep: rmsuon_wd_lambda}"},
+    criteria=[
+        criterion("C1", "x", arm="direct", metric="val_ppl", statistic="final", compare="<", threshold=10)
+    ],
+    body="\n# ADR-0099: pairing\n",
+)

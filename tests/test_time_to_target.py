@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from adrlab.adr.document import AdrError, Statistic, parse_adr_text
 from adrlab.adr.per_run import TOKEN_CLOCK_PARAMS, Clock, needed_params
 from adrlab.adr.stats import RunSeries, diverged_value, paired_interval, run_statistic, time_to_target
 from adrlab.adr.verdict import CORE_COLUMNS, FAIL, PASS, evaluate
+from tests.conftest import criterion, smoke_adr
 from tests.test_adr_document import ADR
 from tests.test_adr_verdict import epoch_rows, param_row
 
@@ -67,47 +69,32 @@ def test_schema_accepts_time_to_target_and_the_engine_dispatches_it() -> None:
 
 # --------------------------------------------------------------------------- the verdict engine's clocks
 
-CLOCK_ADR = """\
----
-title: "ADR-0042: time to target"
-status: "Proposed"
-experiments:
-  smoke:
-    seeds: [1, 2, 3]
-    overrides: ["scale=smoke"]
-    arms:
-      muon: ["optimizer=muon"]
-      adamw: ["optimizer=adamw"]
-criteria:
-  - id: SECONDS
-    claim: "Muon reaches val PPL 100 in no more wall clock than AdamW"
-    role: primary
-    arm: muon
-    baseline: adamw
-    relation: ratio
-    metric: val_ppl
-    statistic: {name: time_to_target, target: 100, axis: seconds}
-    compare: "<="
-    threshold: 1.0
-  - id: TOKENS
-    claim: "Muon reaches val PPL 100 within 200k tokens"
-    role: secondary
-    arm: muon
-    metric: val_ppl
-    statistic: {name: time_to_target, target: 100, axis: tokens}
-    compare: "<="
-    threshold: 200000
-  - id: TOKENS-STEP
-    claim: "Muon reaches step-level val PPL 100 within 200k tokens"
-    role: secondary
-    arm: muon
-    metric: val_ppl_step
-    statistic: {name: time_to_target, target: 100, axis: tokens}
-    compare: "<="
-    threshold: 200000
----
-# body
-"""
+# Muon against AdamW on each clock: wall clock (paired ratio), and tokens on the epoch and the
+# step-level val PPL.
+TO_PPL_100 = "{{name: time_to_target, target: 100, axis: {axis}}}"
+to_ppl_100 = partial(criterion, arm="muon", compare="<=")
+within_200k_tokens = partial(
+    to_ppl_100, role="secondary", statistic=TO_PPL_100.format(axis="tokens"), threshold=200000
+)
+CLOCK_ADR = smoke_adr(
+    "ADR-0042: time to target",
+    arms={"muon": '["optimizer=muon"]', "adamw": '["optimizer=adamw"]'},
+    criteria=[
+        to_ppl_100(
+            "SECONDS",
+            "Muon reaches val PPL 100 in no more wall clock than AdamW",
+            baseline="adamw",
+            metric="val_ppl",
+            statistic=TO_PPL_100.format(axis="seconds"),
+            threshold=1.0,
+        ),
+        within_200k_tokens("TOKENS", "Muon reaches val PPL 100 within 200k tokens", metric="val_ppl"),
+        within_200k_tokens(
+            "TOKENS-STEP", "Muon reaches step-level val PPL 100 within 200k tokens", metric="val_ppl_step"
+        ),
+    ],
+    body="# body\n",
+)
 # Muon needs fewer epochs (3) but slower ones; AdamW needs 4 faster ones.
 PPL = {"muon": [300.0, 120.0, 90.0, 80.0], "adamw": [300.0, 150.0, 110.0, 95.0]}
 EPOCH_SECONDS = {"muon": [10.0, 11.0, 12.0, 13.0], "adamw": [5.0, 5.0, 5.0, 5.0]}
