@@ -263,18 +263,14 @@ def test_adr_lint_reports_misspelled_metric_and_signed_ratio(tmp_path: Path) -> 
 
 # --------------------------------------------------------------------------- acts: sweep arms
 
-SWEEP_ADR = """\
----
-title: "ADR-0099: a sweep arm against its no-op control"
-status: "Proposed"
-experiments:
-  smoke:
-    seeds: [1, 2, 3]
-    overrides: ["scale=smoke"]
-    arms:
-      base: ["optimizer=adamw", "regularizer=none"]
-      treat: {sweep: adamw_decoupled_lambda, control: base}
-criteria:
+SWEEP_ADR = (
+    ADR.format(statistic="final")
+    .split("criteria:")[0]
+    .replace(
+        'treat: {overrides: ["optimizer=rmsuon"], control: base}',
+        "treat: {sweep: adamw_decoupled_lambda, control: base}",
+    )
+    + """criteria:
   - id: TUNED
     claim: "the tuned sweep stays below 19"
     role: primary
@@ -285,6 +281,8 @@ criteria:
     threshold: 19.0
 ---
 """
+)
+assert "{sweep: adamw_decoupled_lambda" in SWEEP_ADR
 
 
 SWEEP_NOISE = ((1, 1.0), (2, 1.01), (3, 0.995))
