@@ -9,9 +9,10 @@ pure function of criteria and evidence). The numeric rules, also in adr/README.m
 - acts: for an arm that declares its no-op ``control`` arm (checked when it is a criterion's
   ``arm``), a swept value does not act when its per-epoch val PPL stays within a relative 1e-3
   of the control's, epoch by epoch, for every seed. Such values are dropped from the arm before
-  any statistic sees it (the tuned best, the spread, the edge guard, n) and the note names them
-  with their max difference; the criterion is judged on the values that act. When no value
-  acts the criterion is INVALID (a non-sweep arm is one value: INVALID as before);
+  any statistic or other guard sees it (the tuned best, the spread, n, the learning, regime and
+  edge guards) and the note names them with their max difference; the criterion is judged on
+  the values that act. When no value acts the criterion is INVALID and the arm is kept whole
+  (a non-sweep arm is one value: INVALID as before);
 - regime (warning): a decay arm's τ_iter above the run's total steps (the decay barely acts)
   or below one epoch (it forgets within an epoch); measured final weight RMS vs √(η/2λ);
 - edge (warning): a sweep's optimum on the edge of the swept range, when its difference from
