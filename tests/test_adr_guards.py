@@ -241,3 +241,88 @@ def test_adr_lint_reports_misspelled_metric_and_signed_ratio(tmp_path: Path) -> 
         for m in messages
     )
     assert any("0098-signed.md:" in m and "use relation: difference" in m for m in messages)
+
+
+# --------------------------------------------------------------------------- acts: sweep arms
+
+SWEEP_ADR = (
+    ADR.format(statistic="final")
+    .split("criteria:")[0]
+    .replace(
+        'treat: {overrides: ["optimizer=rmsuon"], control: base}',
+        "treat: {sweep: adamw_decoupled_lambda, control: base}",
+    )
+    + """criteria:
+  - id: TUNED
+    claim: "the tuned sweep stays below 19"
+    role: primary
+    arm: treat
+    metric: val_ppl
+    statistic: {name: spread, over: regularizer.weight_decay, of: final, kind: min}
+    compare: "<"
+    threshold: 19.0
+---
+"""
+)
+assert "{sweep: adamw_decoupled_lambda" in SWEEP_ADR
+
+
+SWEEP_NOISE = ((1, 1.0), (2, 1.01), (3, 0.995))
+
+
+def sweep_table(factors: dict[float, float]) -> pd.DataFrame:
+    """base runs, and one treat run per (λ, seed) whose val PPL is base's times ``factors[λ]``
+    (and a seed jitter of 1e-4 to 3e-4)."""
+    out = []
+    for seed, noise in SWEEP_NOISE:
+        base = [30.0 * noise, 20.0 * noise, 18.0 * noise]
+        out += rows(f"base{seed}".ljust(16, "x"), "base", seed, base)
+        for i, (lam, factor) in enumerate(factors.items()):
+            run = f"t{i}{seed}".ljust(16, "x")
+            out += rows(run, "treat", seed, [v * factor * (1 + 1e-4 * seed) for v in base])
+            out.append((run, "treat", seed, "FINISHED", "param", "regularizer.weight_decay", math.nan, lam))
+    return pd.DataFrame(out, columns=list(CORE_COLUMNS))
+
+
+def test_a_non_acting_swept_value_is_left_out_and_the_rest_judged() -> None:
+    # λ = 0.01 reproduces the control to 1e-4..3e-4 (it would be the sweep's best, on the edge);
+    # 0.1 and 1 act and sit above the threshold: judged on them, the criterion fails.
+    doc = parse_adr_text(SWEEP_ADR, "adr/0099-guards.md")
+    r = evaluate(doc, sweep_table({0.01: 1.0, 0.1: 1.1, 1.0: 1.3})).results[0]
+    assert r.verdict == FAIL, (r.verdict, r.note, r.guards)
+    assert not any(g.startswith("INVALID: ") for g in r.guards)
+    finals_01 = [18.0 * noise * 1.1 * (1 + 1e-4 * seed) for seed, noise in SWEEP_NOISE]
+    assert r.estimate == pytest.approx(sum(finals_01) / 3)
+    assert r.n == {"treat": 6} and not any(run.startswith("t0") for run in r.run_ids)
+    assert "simultaneous t over 2 swept values" in r.method
+    assert r.note.startswith(
+        "treat at regularizer.weight_decay=0.01 (max difference 0.0003) does not act (within a relative "
+        "0.001 of its control base at every epoch for every seed): left out of the arm, the criterion is "
+        "judged on regularizer.weight_decay=0.1, 1"
+    ), r.note
+    assert not any("is on the edge" in g for g in r.guards)  # the edge guard sees the filtered arm too
+
+
+def test_a_sweep_arm_where_no_value_acts_is_invalid() -> None:
+    doc = parse_adr_text(SWEEP_ADR, "adr/0099-guards.md")
+    r = evaluate(doc, sweep_table({0.01: 1.0, 0.1: 1.0 + 2e-4})).results[0]
+    assert r.verdict == INVALID
+    assert r.n == {"treat": 6}  # kept whole: the block still shows what was measured
+    assert (
+        "INVALID: the intervention does not act: treat at regularizer.weight_decay=0.01, 0.1 stays within "
+        "a relative 0.001 of its control base at every epoch for every seed (max difference 0.0005)"
+    ) in r.guards
+    assert "left out" not in r.note
+
+
+def test_a_non_sweep_arm_that_does_not_act_stays_invalid_as_before() -> None:
+    runs = base_runs()
+    for seed in (1, 2, 3):
+        runs[("treat", seed)] = [v * (1 + 2e-4) for v in runs[("base", seed)]]
+    r = by_id(evaluate(adr(), table(runs)))["P1"]
+    assert r.verdict == INVALID and r.n == {"treat": 3, "base": 3}
+    assert r.guards == [
+        "INVALID: the intervention does not act: treat stays within a relative 0.001 of its control base "
+        "at every epoch for every seed (max difference 0.0002)"
+    ]
+    assert "left out" not in r.note

@@ -6,9 +6,13 @@ pure function of criteria and evidence). The numeric rules, also in adr/README.m
 - learns: every run's best val PPL is below half the uniform PPL (the vocabulary size) and its
   final val PPL is below 90% of it; otherwise the model did not learn or collapsed back to
   uniform, and the criterion is INVALID;
-- acts: an arm that declares its no-op ``control`` arm is INVALID for claims about it (as
-  ``arm``) when its per-epoch val PPL stays within a relative 1e-3 of the control's, epoch by
-  epoch, for every seed (for a sweep arm: at any swept value);
+- acts: for an arm that declares its no-op ``control`` arm (checked when it is a criterion's
+  ``arm``), a swept value does not act when its per-epoch val PPL stays within a relative 1e-3
+  of the control's, epoch by epoch, for every seed. Such values are dropped from the arm before
+  any statistic or other guard sees it (the tuned best, the spread, n, the learning, regime and
+  edge guards) and the note names them with their max difference; the criterion is judged on
+  the values that act. When no value acts the criterion is INVALID and the arm is kept whole
+  (a non-sweep arm is one value: INVALID as before);
 - regime (warning): a decay arm's τ_iter above the run's total steps (the decay barely acts)
   or below one epoch (it forgets within an epoch); measured final weight RMS vs √(η/2λ);
 - edge (warning): a sweep's optimum on the edge of the swept range, when its difference from
@@ -100,31 +104,77 @@ def _rel_diff(evidence: pd.DataFrame, run_a: str, run_b: str) -> float:
         return float(np.max(np.abs(joined["a"] / joined["b"] - 1.0)))
 
 
-def control_guard(
-    evidence: pd.DataFrame, arm: str, control: str, values: Sequence[Any], over: str
-) -> str | None:
-    """A finding when ``arm`` reproduces ``control`` seed by seed (per swept value for a sweep)."""
+def _swept_key(evidence: pd.DataFrame, value: Any, over: str) -> Any:
+    """The swept value a run belongs to: its spread param, else its logged ``over`` param."""
+    return value.param if value.param is not None else _param(evidence, value.run.run_id, over)
+
+
+def _keys_text(keys: Sequence[Any]) -> str:
+    return ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in keys)
+
+
+def _order(key: Any) -> tuple[bool, Any]:
+    """Sort key for swept values: numbers first, then words (a categorical sweep)."""
+    return isinstance(key, str), key
+
+
+def _non_acting(
+    evidence: pd.DataFrame, control: str, values: Sequence[Any], keys: Sequence[Any]
+) -> tuple[dict[Any, float], int]:
+    """(swept value -> max relative difference over seeds, for the values within CONTROL_MARGIN
+    of ``control`` for every seed with a control run; how many values could be compared)."""
     control_runs = evidence[(evidence["arm"] == control)].drop_duplicates("run_id")
     by_seed = dict(zip(control_runs["seed"], control_runs["run_id"]))
     groups: dict[Any, list[float]] = {}
-    for v in values:
-        if v.run.seed not in by_seed:
-            continue
-        key = v.param if v.param is not None else _param(evidence, v.run.run_id, over)
-        groups.setdefault(key, []).append(_rel_diff(evidence, v.run.run_id, by_seed[v.run.seed]))
-    noop = {k: max(d) for k, d in groups.items() if d and max(d) < CONTROL_MARGIN}
+    for v, key in zip(values, keys):
+        if v.run.seed in by_seed:
+            groups.setdefault(key, []).append(_rel_diff(evidence, v.run.run_id, by_seed[v.run.seed]))
+    return {k: max(d) for k, d in groups.items() if d and max(d) < CONTROL_MARGIN}, len(groups)
+
+
+def control_guard(
+    evidence: pd.DataFrame, arm: str, control: str, values: Sequence[Any], over: str
+) -> tuple[list[Any], str | None, str | None]:
+    """(the values that act, an INVALID finding, a note on what was dropped) for ``arm`` against
+    its no-op ``control``, per swept value. A value is dropped only when shown not to act (a
+    seed without a control run is not compared). When no value acts the arm stays whole, so the
+    block still shows what was measured, and the finding makes the criterion INVALID."""
+    keys = [_swept_key(evidence, v, over) for v in values]
+    noop, compared = _non_acting(evidence, control, values, keys)
     if not noop:
-        return None
-    worst = max(noop.values())
-    where = (
-        ""
-        if len(groups) <= 1
-        else f" at {over}=" + ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in sorted(noop))
+        return list(values), None, None
+    margin = f"a relative {CONTROL_MARGIN:g} of its control {control} at every epoch for every seed"
+    acting = [v for v, k in zip(values, keys) if k not in noop]
+    if not acting:
+        where = "" if compared <= 1 else f" at {over}={_keys_text(sorted(noop, key=_order))}"
+        worst = max(noop.values())
+        return (
+            list(values),
+            f"the intervention does not act: {arm}{where} stays within {margin} (max difference {worst:.2g})",
+            None,
+        )
+    dropped = sorted(noop, key=_order)
+    named = ", ".join(f"{_keys_text([k])} (max difference {noop[k]:.2g})" for k in dropped)
+    kept = sorted({k for k in keys if k not in noop}, key=_order)
+    note = (
+        f"{arm} at {over}={named} {'does' if len(dropped) == 1 else 'do'} not act (within {margin}): "
+        f"left out of the arm, the criterion is judged on {over}={_keys_text(kept)}"
     )
-    return (
-        f"the intervention does not act: {arm}{where} stays within a relative {CONTROL_MARGIN:g} of its "
-        f"control {control} at every epoch for every seed (max difference {worst:.2g})"
-    )
+    return acting, None, note
+
+
+def drop_non_acting(
+    adr: Adr, c: Criterion, evidence: pd.DataFrame, scale: str, per_arm: dict[str, list[Any]]
+) -> tuple[dict[str, list[Any]], list[str], list[str]]:
+    """The acts guard, applied before any statistic so that all of them see the same arm:
+    (``per_arm`` without the swept values of ``c.arm`` that do not act, INVALID findings, notes)."""
+    exp = adr.experiments.get(scale)
+    declared = exp.arms.get(c.arm) if exp is not None else None
+    if declared is None or not declared.control or c.arm not in per_arm:
+        return per_arm, [], []
+    over = str(c.statistic.params.get("over", SWEEP_PARAM))
+    kept, invalid, note = control_guard(evidence, c.arm, declared.control, per_arm[c.arm], over)
+    return {**per_arm, c.arm: kept}, [invalid] if invalid else [], [note] if note else []
 
 
 def regime_guard(evidence: pd.DataFrame, arm: str, run_ids: Sequence[str]) -> str | None:
@@ -180,26 +230,21 @@ def edge_guard(arm: str, values: Sequence[Any], over: str, mode: str) -> str | N
 
 
 def check(
-    adr: Adr,
     c: Criterion,
     evidence: pd.DataFrame,
-    scale: str,
     per_arm: dict[str, list[Any]],
     vocab_size: float | None,
+    invalid: Sequence[str] = (),
 ) -> tuple[bool, list[str]]:
-    """(invalid, findings) for the arms of ``c``: learning and control findings invalidate."""
-    exp = adr.experiments.get(scale)
-    invalid: list[str] = []
+    """(invalid, findings) for the arms of ``c`` (after `drop_non_acting`; its INVALID findings
+    come in as ``invalid``): learning findings invalidate, regime and edge findings warn."""
+    invalid = list(invalid)
     warnings: list[str] = []
     over = str(c.statistic.params.get("over", SWEEP_PARAM))
     for arm, values in per_arm.items():
         finished = [v.run.run_id for v in values if not v.run.diverged]
         found = learning_guard(evidence, arm, finished, vocab_size)
         invalid += [found] if found else []
-        declared = exp.arms.get(arm) if exp is not None else None
-        if arm == c.arm and declared is not None and declared.control:
-            found = control_guard(evidence, arm, declared.control, values, over)
-            invalid += [found] if found else []
         found = regime_guard(evidence, arm, finished)
         warnings += [found] if found else []
         if c.statistic.name == "spread":

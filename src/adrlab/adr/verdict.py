@@ -499,25 +499,27 @@ def evaluate_criterion(
         result.note = "; ".join([f"no runs of {', '.join(empty)}", *notes])
         return result
     per_arm = {arm: _arm_values(c, arm, runs[arm], evidence, notes) for arm in c.arms}
+    # Swept values that do not act leave the arm here, before every statistic and guard.
+    per_arm, not_acting, dropped = guards.drop_non_acting(adr, c, evidence, scale, per_arm)
     for arm, values in per_arm.items():
         result.n[arm] = len(values)
         result.run_ids.extend(v.run.run_id for v in values)
         if not values:
-            result.note = "; ".join([f"no usable runs of {arm}", *notes])
+            result.note = "; ".join([f"no usable runs of {arm}", *dropped, *notes])
             return result
     iv = interval_for(c, per_arm, confidence)
     result.estimate, result.ci_low, result.ci_high, result.method = iv.estimate, iv.low, iv.high, iv.method
     result.verdict = _judge(c, iv, _smallest(c, per_arm, notes), notes)
     if result.verdict == INCONCLUSIVE and iv.defined:
         result.seeds_needed = stats.seeds_needed(iv, c.threshold, confidence)
-    invalid, result.guards = guards.check(adr, c, evidence, scale, per_arm, vocab_size)
+    invalid, result.guards = guards.check(c, evidence, per_arm, vocab_size, not_acting)
     if invalid and result.verdict != NO_DATA:
         result.verdict = INVALID
     diverged = [v.run for arm in c.arms for v in per_arm[arm] if v.run.diverged]
     if diverged:
         rule = "count as worst" if c.diverged == "worst" else "as logged (criterion opts out)"
         notes.append(f"diverged: {', '.join(r.run_id[:8] for r in diverged)} ({rule})")
-    result.note = "; ".join(notes)
+    result.note = "; ".join([*dropped, *notes])
     return result
 
 
