@@ -34,6 +34,7 @@ a rate varies by about 1 point (sd) from one set of groups to another.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / x.std()
 
 
+@functools.cache  # read once per session: the test module and its fixture both ask
 def committed_noise(root: Path = ROOT) -> Pools:
     arms, pairs = committed_groups(root)
     return Pools(studentised(arms), studentised(pairs))
