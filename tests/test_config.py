@@ -105,3 +105,20 @@ def test_help_lists_subcommands(capsys) -> None:
     out = capsys.readouterr().out
     for name in ("run", "sweep", "adr", "report", "bench", "ui"):
         assert name in out
+
+
+def test_a_repeated_composition_is_a_copy_and_follows_edited_config_files(tmp_path) -> None:
+    """compose() reuses an earlier result for the same overrides: the caller gets its own copy,
+    and an edited file in a config folder (here to a value of the same length, in the same
+    clock tick) is composed anew."""
+    extra = tmp_path / "mine" / "optimizer"
+    extra.mkdir(parents=True)
+    option = extra / "mine.yaml"
+    option.write_text("defaults:\n  - adamw\n  - _self_\nlr: 0.001\n")
+    dirs = [str(tmp_path / "mine")]
+    first = compose(["optimizer=mine"], config_dirs=dirs)
+    assert first.optimizer.lr == 0.001
+    first.optimizer.lr = 5.0  # the caller's copy: a later compose must not see this
+    assert compose(["optimizer=mine"], config_dirs=dirs).optimizer.lr == 0.001
+    option.write_text("defaults:\n  - adamw\n  - _self_\nlr: 0.002\n")
+    assert compose(["optimizer=mine"], config_dirs=dirs).optimizer.lr == 0.002

@@ -556,9 +556,9 @@ def metric_histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> p
     (NaN restored from is_nan), sorted by run, metric, step."""
     run_ids, keys = list(dict.fromkeys(run_ids)), sorted(set(keys))
     if not run_ids or not keys:
-        rows: list[tuple] = []
+        frame = pd.DataFrame([], columns=HISTORY_COLUMNS)
     elif _is_database(uri):
-        rows = with_retry(lambda: _histories_sql(uri, run_ids, keys))
+        frame = with_retry(lambda: _histories_sql(uri, run_ids, keys))
     else:
         c = client(uri)
         rows = [
@@ -567,7 +567,7 @@ def metric_histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> p
             for key in keys
             for m in with_retry(lambda run_id=run_id, key=key: c.get_metric_history(run_id, key))
         ]
-    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     # Plain Python strings, not pandas' Arrow-backed default: callers iterate these rows, and
     # iterating Arrow strings one by one cost ~4× as much (measured on 800k rows).
     frame = frame.astype({"run_id": object, "metric": object, "step": "int64", "value": float})
@@ -595,20 +595,40 @@ def _engine(uri: str):
     return _ENGINES[uri]
 
 
-def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> list[tuple]:
-    """Rows of MLflow's `metrics` table, ordered as get_metric_history returns them (by
-    timestamp, step, value) within a run and metric; the caller's stable sort keeps that order."""
+def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """Rows of MLflow's `metrics` table in the order get_metric_history returns them (by
+    timestamp, step, value) within a run and metric; the caller's stable sort keeps that order.
+
+    The rows come through the driver's own cursor: SQLAlchemy's per-row objects cost more than
+    the query on a big read (1.1 s of 1.9 s for 800k rows, measured)."""
+    import numpy as np
     import sqlalchemy
     from mlflow.store.tracking.dbmodels.models import SqlMetric
 
-    table = SqlMetric.__table__
-    rows: list[tuple] = []
-    with _engine(uri).connect() as conn:
+    table, engine = SqlMetric.__table__, _engine(uri)
+    # For `key IN (...)` SQLite's planner picks the primary key's (key, ...) index, which walks
+    # every run's rows of those keys (3.5x slower on a 12,000-run store); `key || ''` cannot use
+    # it, so the lookup goes by run_uuid, the selective column.
+    key = table.c.key.concat("") if engine.dialect.name == "sqlite" else table.c.key
+    columns = [table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan]
+    parts = []
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
         for chunk in _chunks(run_ids):
             query = (
-                sqlalchemy.select(table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan)
-                .where(table.c.run_uuid.in_(chunk), table.c.key.in_(keys))
+                sqlalchemy.select(*columns)
+                .where(table.c.run_uuid.in_(chunk), key.in_(keys))
                 .order_by(table.c.run_uuid, table.c.key, table.c.timestamp, table.c.step, table.c.value)
             )
-            rows += [(r, k, s, math.nan if nan else v) for r, k, s, v, nan in conn.execute(query)]
-    return rows
+            compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+            params = compiled.params
+            cursor.execute(
+                str(compiled), [params[p] for p in compiled.positiontup] if compiled.positional else params
+            )
+            parts.append(pd.DataFrame.from_records(cursor.fetchall(), columns=[*HISTORY_COLUMNS, "is_nan"]))
+    finally:
+        raw.close()
+    frame = pd.concat(parts, ignore_index=True)
+    frame["value"] = np.where(frame["is_nan"].astype(bool), math.nan, frame["value"].astype(float))
+    return frame.drop(columns="is_nan")

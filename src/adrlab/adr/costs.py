@@ -35,7 +35,7 @@ def _per_run(evidence: pd.DataFrame, kind: str, metric: str, how: str) -> pd.Dat
 def cost_table(evidence: pd.DataFrame) -> str:
     """One row per arm (medians over its runs; peak memory is the largest); "" without runs.
     Runs logged before cost accounting existed show blanks, not zeros."""
-    if evidence.empty or "val_ppl" not in set(evidence["metric"]):
+    if evidence.empty or not (evidence["metric"] == "val_ppl").any():
         return ""
     columns = [
         _per_run(evidence, "epoch", "val_ppl", "min"),

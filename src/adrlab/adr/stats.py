@@ -18,6 +18,7 @@ non-finite value is +inf. A per-run value is NaN only when a *finished* run lack
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -328,8 +329,9 @@ class Interval:
         return not (math.isnan(self.estimate) or math.isnan(self.low) or math.isnan(self.high))
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(confidence: float, df: float) -> float:
-    """Two-sided Student-t critical value."""
+    """Two-sided Student-t critical value (memoised: seeds_needed asks for hundreds per interval)."""
     return float(scipy_stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
 
 
