@@ -72,13 +72,15 @@ def store(tmp_path_factory) -> dict:
 
 
 def _both(uri: str, monkeypatch, *args, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(SQL path, mlflow.search_runs path) for the same search; the first must not touch MLflow's."""
+    """(SQL path, mlflow.search_runs path) for the same search; the first must not touch MLflow's
+    search or build an MlflowClient."""
 
     def refuse(*_a, **_k):
         raise AssertionError("the SQL path asked mlflow.search_runs")
 
     with monkeypatch.context() as m:
         m.setattr(tracking, "_search_runs_api", refuse)
+        m.setattr(tracking, "client", refuse)  # experiments are looked up by SQL too
         sql = tracking.search_runs(uri, *args, **kwargs)
     return sql, _api(uri, monkeypatch, *args, **kwargs)
 
@@ -199,3 +201,11 @@ def test_adr_evidence_is_identical_through_both_paths(tmp_path, monkeypatch) -> 
     assert len(sql_runs) == 16 and sql_csv.count("\n") > 16 * 50
     _assert_same(sql_runs, api_runs)
     assert sql_csv == api_csv
+
+
+def test_a_store_without_tables_reads_as_empty_through_the_client(tmp_path) -> None:
+    """A fresh SQLite file has no `experiments` table yet: the lookup falls back to the client,
+    which creates MLflow's tables, and the search finds nothing."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    assert tracking.search_runs(uri, ["anything"], f"tags.`{SWEEP}` = 'a'").empty
+    assert tracking.search_runs(uri, None, f"tags.`{SWEEP}` = 'a'").empty

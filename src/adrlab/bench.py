@@ -354,9 +354,9 @@ def run_suite(suite: str, reps: int, scratch: Path) -> dict[str, Any]:
 
         return bench_worker_scaling()
     if suite == "readback":
-        from adrlab.readback import bench_readback
+        from adrlab.readback import REPORT_REPS, bench_readback
 
-        return {"sizes": bench_readback(READBACK_SIZES, scratch)}
+        return {"sizes": bench_readback(READBACK_SIZES, scratch, reps=min(reps, REPORT_REPS))}
     raise ValueError(f"unknown bench suite {suite!r}")
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adrlab.benchstats import describe
+from adrlab.benchstats import describe, judge
 from adrlab.mdtable import markdown_table
 
 FIGURE_HEADERS = ["figure", "median", "95% interval", "target", "verdict", "n"]
@@ -174,36 +174,54 @@ def workers_section(wk: dict[str, Any]) -> list[str]:
     ]
 
 
+READBACK_TARGET_S = 10.0
+
+
 def readback_section(rb: dict[str, Any]) -> list[str]:
-    rows = [
-        [
-            r["trials_per_arm"],
-            r["adr_runs"],
-            r["unrelated_runs"],
-            r["metric_rows"],
-            r["read_s"],
-            r.get("read_per_run_s", ""),
-            r["adr_report_s"],
-            r["sweep_report_s"],
-            "met" if max(r["adr_report_s"], r["sweep_report_s"]) <= 10 else "missed",
-        ]
+    stores = [
+        [r[k] for k in ("trials_per_arm", "adr_runs", "unrelated_runs", "metric_rows", "read_s")]
+        + [r.get("read_per_run_s", "")]
         for r in rb["sizes"]
     ]
     headers = ["trials/arm", "ADR runs", "unrelated runs", "metric rows", "read (s)", "read, per-run API (s)"]
-    headers += ["`report --adr` (s)", "sweep report (s)", "≤ 10 s"]
     return [
         "## Reading back at scale (ADR-0004's two sweep arms in a synthetic store; `make bench-readback`)",
         "",
         *_measured(rb),
-        markdown_table(headers, rows, ".3g"),
+        markdown_table(headers, stores, ".3g"),
         "",
         "read: finding the ADR's runs and every metric history they need (one SQL query per 400 runs); "
-        "the per-run API column is the path it replaced (one call per run and metric). Single timings, "
-        "in one process: the first sweep report also pays for importing the plotting code. "
-        "The issue's case is the row with 500 finished trials per sweep arm among 10,000 unrelated runs.",
+        "the per-run API column is the path it replaced (one call per run and metric), timed once.",
+        "",
+        markdown_table(
+            ["figure", "median", "95% interval", "target", "verdict", "n"], _report_rows(rb), ".3g"
+        ),
+        "",
+        "new process: `adrlab report --adr 0004` as a person runs it (Python's imports and the lint "
+        "it runs first included); in process: the same report inside one process, memo caches "
+        "emptied first; sweep report: `adrlab report --sweep adamw_decoupled_lambda`'s work in "
+        "process. The three run in turn, each repetition; the issue's case is 500 finished trials "
+        "per sweep arm among 10,000 unrelated runs.",
         "",
         *_growth(rb["sizes"]),
     ]
+
+
+def _report_rows(rb: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for r in rb["sizes"]:
+        size = f"{r['trials_per_arm']} trials/arm, {r['adr_runs'] + r['unrelated_runs']} runs"
+        for key, what in (
+            ("cli_report", "`report --adr`, new process"),
+            ("adr_report", "`report --adr`, in process"),
+            ("sweep_report", "sweep report, in process"),
+        ):
+            reps = r.get(f"{key}_reps")
+            if reps is None and f"{key}_s" not in r:
+                continue  # an older bench.json: no new-process timing
+            figure = judge(reps, READBACK_TARGET_S) if reps else r[f"{key}_s"]
+            rows.append(figure_row(f"{what} ({size})", figure, f"≤ {READBACK_TARGET_S:g} s", "{:.3g} s"))
+    return rows
 
 
 def _growth(sizes: list[dict[str, Any]]) -> list[str]:
@@ -211,10 +229,16 @@ def _growth(sizes: list[dict[str, Any]]) -> list[str]:
     lines = []
     for a, b in itertools.pairwise(sizes):
         runs = (b["adr_runs"] + b["unrelated_runs"]) / (a["adr_runs"] + a["unrelated_runs"])
+        cli = (
+            f" ({b['cli_report_s'] / a['cli_report_s']:.3g}× in a new process, where imports and lint cost "
+            f"{a['cli_report_s'] - a['adr_report_s']:.2g} s at either size)"
+            if "cli_report_s" in a and "cli_report_s" in b
+            else ""
+        )
         lines.append(
             f"Time vs runs: from {a['adr_runs']} to {b['adr_runs']} ADR runs ({runs:.3g}× the runs in the "
-            f"store), `report --adr` took {b['adr_report_s'] / a['adr_report_s']:.3g}× as long and the read "
-            f"{b['read_s'] / a['read_s']:.3g}×."
+            f"store), `report --adr` took {b['adr_report_s'] / a['adr_report_s']:.3g}× as long{cli} and the "
+            f"read {b['read_s'] / a['read_s']:.3g}×."
         )
     return [*lines, ""] if lines else []
 
