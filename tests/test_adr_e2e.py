@@ -134,3 +134,25 @@ def test_report_without_any_runs_keeps_a_committed_block(adr_file: Path, runs_di
     text = adr_file.read_text()
     assert "NO DATA" in text and "decayed seed 1" in text
     assert run_report(str(adr_file), check=True) == 0
+
+
+def test_a_diverged_run_carries_its_planned_epochs_into_the_evidence(tmp_path: Path, runs_dir: Path) -> None:
+    """verdict.PLANNED_EPOCHS lets a criterion read a diverged run as worst up to the end it
+    never reached: the export must carry trainer.epochs for such runs (and, to keep every other
+    snapshot as it was, only for them)."""
+    from adrlab.adr.runs import collect_evidence
+    from adrlab.adr.verdict import PLANNED_EPOCHS
+
+    overrides = ", ".join(f'"{o}"' for o in [*TINY, "trainer.epochs=2", "optimizer.lr=0.01"])
+    text = ADR.format(overrides=overrides).replace("seeds: [1, 2]", "seeds: [1]")
+    text = text.replace(
+        '"regularizer.weight_decay=0.1"]', '"regularizer.weight_decay=0.1", "trainer.divergence_loss=1.0"]'
+    )
+    path = tmp_path / "0042-tiny.md"
+    path.write_text(text)
+    run_experiments(str(path), workers=1)
+    evidence = collect_evidence(parse_adr(path), "smoke", tracking.tracking_uri(None))
+    status = evidence.drop_duplicates("run_id").set_index("arm")["status"]
+    assert (status["decayed"], status["plain"]) == ("DIVERGED", "FINISHED")
+    planned = evidence[(evidence["kind"] == "param") & (evidence["metric"] == PLANNED_EPOCHS)]
+    assert list(planned["arm"]) == ["decayed"] and list(planned["value"]) == [2.0]

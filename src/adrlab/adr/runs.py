@@ -16,7 +16,7 @@ from adrlab import tracking
 from adrlab.adr.document import Adr, AdrError, Arm, Experiment, parse_adr
 from adrlab.adr.metrics import EPOCH_METRICS, NUMERIC_PARAMS
 from adrlab.adr.per_run import needed_params
-from adrlab.adr.verdict import EVIDENCE_COLUMNS, UNKNOWN
+from adrlab.adr.verdict import EVIDENCE_COLUMNS, PLANNED_EPOCHS, UNKNOWN
 from adrlab.adr.workspace import activate
 from adrlab.config import compose, project_root
 
@@ -254,6 +254,10 @@ def collect_evidence(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     histories = tracking.metric_histories(uri, runs["run_id"], [*EPOCH_METRICS, *sorted(step_metrics)])
     info = _run_info(runs, scale)
     parts = [_history_rows(histories, info), *_param_rows(runs, info, sorted(wanted_params))]
+    # How far a diverged run was meant to go: a criterion reads it as worst up to that end.
+    diverged = (info["status"] == "DIVERGED").to_numpy()
+    if diverged.any() and PLANNED_EPOCHS not in wanted_params:
+        parts.append(_param_key_rows(runs[diverged], info[diverged], PLANNED_EPOCHS))
     frame = pd.concat(parts, ignore_index=True).loc[:, list(EVIDENCE_COLUMNS)]
     frame = frame.astype({"seed": "int64", "x": float, "value": float})
     return frame.sort_values(["arm", "seed", "run_id", "kind", "metric", "x"], kind="stable").reset_index(
@@ -296,16 +300,19 @@ def _history_rows(histories: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
 
 def _param_rows(runs: pd.DataFrame, info: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
     """Per run: each wanted param that reads as a number, then its start time (ms)."""
-    out = []
-    for key in keys:
-        column = f"params.{key}"
-        raw = runs[column].tolist() if column in runs.columns else [None] * len(runs)
-        values = [_as_float(v) for v in raw]
-        keep = [v is not None for v in values]
-        out.append(_rows_of(info[keep], "param", key, [v for v in values if v is not None]))
+    out = [_param_key_rows(runs, info, key) for key in keys]
     starts = [float(t.timestamp() * 1000) for t in runs["start_time"]]
     out.append(_rows_of(info, "param", "run.start_time", starts))
     return out
+
+
+def _param_key_rows(runs: pd.DataFrame, info: pd.DataFrame, key: str) -> pd.DataFrame:
+    """A row per run whose param ``key`` reads as a number."""
+    column = f"params.{key}"
+    raw = runs[column].tolist() if column in runs.columns else [None] * len(runs)
+    values = [_as_float(v) for v in raw]
+    keep = [v is not None for v in values]
+    return _rows_of(info[keep], "param", key, [v for v in values if v is not None])
 
 
 def _rows_of(info: pd.DataFrame, kind: str, metric: str, values: list[float]) -> pd.DataFrame:

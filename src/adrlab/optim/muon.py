@@ -267,8 +267,10 @@ class RMSuon(_StructuredBase):
         }
         super().__init__(params, defaults)
 
-    def _moments(self, group: dict[str, Any], p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Update m, v; return (m̂, √v̂ + ε, √v̂) for this step."""
+    def _moments(self, group: dict[str, Any], p: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Update m, v; return (m̂, √v̂ + ε, √v̂ if decay_mode is sqrt_v else None) for this step.
+        Fresh tensors each, made with as few full-size passes as the arithmetic allows (on CPU
+        an RMSuon step is mostly such passes over small matrices)."""
         beta1, beta2 = group["betas"]
         state = self.state[p]
         if not state:
@@ -282,8 +284,10 @@ class RMSuon(_StructuredBase):
         m.lerp_(grad, 1.0 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         m_hat = m / (1.0 - beta1**step)
-        sqrt_v_hat = v.sqrt() / math.sqrt(1.0 - beta2**step)
-        return m_hat, sqrt_v_hat + group["eps"], sqrt_v_hat
+        sqrt_v_hat = v.sqrt().div_(math.sqrt(1.0 - beta2**step))
+        if group["decay_mode"] == "sqrt_v":
+            return m_hat, sqrt_v_hat + group["eps"], sqrt_v_hat
+        return m_hat, sqrt_v_hat.add_(group["eps"]), None
 
     def _apply(self, group: dict[str, Any], p: Tensor, update: Tensor, sqrt_v_hat: Tensor | None) -> None:
         """θ ← decay(θ) − lr·update (− lr·λ·√v̂ for sqrt_v)."""
@@ -300,10 +304,10 @@ class RMSuon(_StructuredBase):
         inputs, energies, sqrt_v_hats = [], [], []
         for p in params:
             m_hat, denom, sqrt_v_hat = self._moments(group, p)
-            whitened = m_hat / denom
+            whitened = torch.div(m_hat, denom, out=denom)  # the denominator is not used again
             energies.append(torch.linalg.vector_norm(whitened))
             inputs.append(whitened if whiten else m_hat)
-            sqrt_v_hats.append(sqrt_v_hat if group["decay_mode"] == "sqrt_v" else None)
+            sqrt_v_hats.append(sqrt_v_hat)
         for p, energy, sqrt_v_hat, O in zip(
             params, energies, sqrt_v_hats, self._orthogonalise(group, inputs), strict=True
         ):
@@ -313,7 +317,7 @@ class RMSuon(_StructuredBase):
                 scale = energy / torch.linalg.vector_norm(O).clamp(min=torch.finfo(torch.float32).tiny)
             else:
                 scale = energy
-            self._apply(group, p, O * scale, sqrt_v_hat)
+            self._apply(group, p, O.mul_(scale), sqrt_v_hat)  # O is this step's own tensor
             if self.collect_stats:
                 self._energies.append(energy.detach())
 
