@@ -326,3 +326,42 @@ def test_a_non_sweep_arm_that_does_not_act_stays_invalid_as_before() -> None:
         "at every epoch for every seed (max difference 0.0002)"
     ]
     assert "left out" not in r.note
+
+
+def test_a_sweep_arms_regime_is_checked_at_each_of_its_values() -> None:
+    """One run cannot stand for a sweep arm: each swept value has its own τ_iter, and the
+    warning names the values that miss (sorted), each with its own measured RMS."""
+    from adrlab.adr.guards import regime_guard
+
+    out, ids = [], []
+    for i, (lam, tau) in enumerate([(1.0, 5.0), (0.01, 5000.0), (0.1, 20.0)]):
+        for seed in (1, 2):
+            run = f"r{i}{seed}".ljust(16, "x")
+            ids.append(run)
+            out += rows(run, "sweep", seed, [10.0, 9.0, 8.0])
+            params = {
+                "regularizer.weight_decay": lam,
+                "derived.lambda": lam,
+                "derived.tau_iter": tau,
+                "derived.steps_per_epoch": 10.0,
+                "derived.predicted_weight_rms": 0.1 * (i + 1),
+            }
+            out += [(run, "sweep", seed, "FINISHED", "param", k, math.nan, v) for k, v in params.items()]
+            out += [
+                (run, "sweep", seed, "FINISHED", "step", "weight_rms", float(x), 0.5 * (i + 1) + x)
+                for x in (10, 30)
+            ]
+    evidence = pd.DataFrame(out, columns=list(CORE_COLUMNS))
+    assert regime_guard(evidence, "sweep", ids) == (
+        "regime of sweep at regularizer.weight_decay=0.01: τ_iter 5000 steps exceeds the run's 30 steps: "
+        "the decay barely acts; final weight RMS 31 vs predicted √(η/2λ) 0.2"
+        " | at regularizer.weight_decay=1: τ_iter 5 steps is below one epoch (10 steps): "
+        "the weights forget within an epoch; final weight RMS 30.5 vs predicted √(η/2λ) 0.1"
+    )
+    # One value (one run per seed, same regime): the message names no value, as before.
+    one = evidence[evidence["run_id"].str.startswith("r1")]
+    assert regime_guard(one, "sweep", ids[2:4]) == (
+        "regime of sweep: τ_iter 5000 steps exceeds the run's 30 steps: the decay barely acts; "
+        "final weight RMS 31 vs predicted √(η/2λ) 0.2"
+    )
+    assert regime_guard(evidence, "sweep", ids[4:]) is None  # λ = 0.1 fits the run

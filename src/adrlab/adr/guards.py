@@ -14,7 +14,8 @@ pure function of criteria and evidence). The numeric rules, also in adr/README.m
   the values that act. When no value acts the criterion is INVALID and the arm is kept whole
   (a non-sweep arm is one value: INVALID as before);
 - regime (warning): a decay arm's τ_iter above the run's total steps (the decay barely acts)
-  or below one epoch (it forgets within an epoch); measured final weight RMS vs √(η/2λ);
+  or below one epoch (it forgets within an epoch); measured final weight RMS vs √(η/2λ); a
+  sweep arm at each of its values;
 - edge (warning): a sweep's optimum on the edge of the swept range, when its difference from
   the neighbouring value is distinguishable (a Welch interval that excludes zero).
 """
@@ -177,33 +178,72 @@ def drop_non_acting(
     return {**per_arm, c.arm: kept}, [invalid] if invalid else [], [note] if note else []
 
 
-def regime_guard(evidence: pd.DataFrame, arm: str, run_ids: Sequence[str]) -> str | None:
-    """A warning when a decay arm's time scale misses the run, with measured vs predicted RMS."""
+REGIME_PARAMS = ("derived.lambda", "derived.tau_iter", "derived.steps_per_epoch")
+REGIME_VALUES_SHOWN = 6  # a sweep arm names at most this many values whose regime misses
+
+
+def regime_guard(
+    evidence: pd.DataFrame, arm: str, run_ids: Sequence[str], over: str = SWEEP_PARAM
+) -> str | None:
+    """A warning when a decay arm's time scale misses the run, with measured vs predicted RMS.
+
+    η, λ and the schedule are the same for every seed of one value, so one run stands for each
+    distinct (λ, τ_iter, steps per epoch); a sweep arm's warning names each value that misses."""
     if not run_ids:
         return None
-    run_id = run_ids[0]  # η, λ and the schedule are the same for every seed of an arm
-    evidence = evidence[evidence["run_id"] == run_id]  # filter the whole table once, not per key
-    lam, tau = _param(evidence, run_id, "derived.lambda"), _param(evidence, run_id, "derived.tau_iter")
-    per_epoch = _param(evidence, run_id, "derived.steps_per_epoch")
-    if not lam > 0 or not math.isfinite(tau) or not per_epoch > 0:
+    table = pd.DataFrame({k: _last_params(evidence, run_ids, k) for k in REGIME_PARAMS})
+    table = table.reindex([r for r in dict.fromkeys(run_ids) if r in table.index])
+    lam, tau, per_epoch = (table[k] for k in REGIME_PARAMS)
+    table = table[(lam > 0) & np.isfinite(tau) & (per_epoch > 0)].drop_duplicates()
+    if table.empty:
         return None
-    total = per_epoch * len(_epochs(evidence, run_id))
-    parts = []
+    epochs = _epoch_counts(evidence, list(table.index))
+    found = {}
+    for run_id, row in table.iterrows():
+        parts = _regime_parts(row["derived.tau_iter"], row["derived.steps_per_epoch"], epochs.get(run_id, 0))
+        if parts:
+            found[run_id] = parts
+    if not found:
+        return None
+    measured = _final_step_values(evidence, list(found), "weight_rms")
+    predicted = _last_params(evidence, list(found), "derived.predicted_weight_rms")
+    for run_id, parts in found.items():
+        if run_id in measured.index and math.isfinite(predicted.get(run_id, math.nan)):
+            parts.append(
+                f"final weight RMS {measured[run_id]:.3g} vs predicted √(η/2λ) {predicted[run_id]:.3g}"
+            )
+    if len(table) == 1:
+        return f"regime of {arm}: " + "; ".join(next(iter(found.values())))
+    swept = _last_params(evidence, list(found), over).reindex(list(found))
+    order = sorted(found, key=lambda r: (math.isnan(swept[r]), swept[r]))  # by swept value
+    shown = [f"at {over}={swept[r]:g}: " + "; ".join(found[r]) for r in order[:REGIME_VALUES_SHOWN]]
+    more = len(found) - len(shown)
+    return f"regime of {arm} " + " | ".join(shown) + (f" | and {more} more of its values" if more else "")
+
+
+def _regime_parts(tau: float, per_epoch: float, n_epochs: int) -> list[str]:
+    total = per_epoch * n_epochs
     if tau > total:
-        parts.append(f"τ_iter {tau:.4g} steps exceeds the run's {total:.0f} steps: the decay barely acts")
-    elif tau < per_epoch:
-        parts.append(
+        return [f"τ_iter {tau:.4g} steps exceeds the run's {total:.0f} steps: the decay barely acts"]
+    if tau < per_epoch:
+        return [
             f"τ_iter {tau:.4g} steps is below one epoch ({per_epoch:.0f} steps): "
             "the weights forget within an epoch"
-        )
-    rms = evidence[
-        (evidence["run_id"] == run_id) & (evidence["kind"] == "step") & (evidence["metric"] == "weight_rms")
-    ]
-    predicted = _param(evidence, run_id, "derived.predicted_weight_rms")
-    if parts and not rms.empty and math.isfinite(predicted):
-        measured = float(pd.to_numeric(rms.sort_values("x")["value"]).iloc[-1])
-        parts.append(f"final weight RMS {measured:.3g} vs predicted √(η/2λ) {predicted:.3g}")
-    return f"regime of {arm}: " + "; ".join(parts) if parts else None
+        ]
+    return []
+
+
+def _epoch_counts(evidence: pd.DataFrame, run_ids: Sequence[str], metric: str = "val_ppl") -> pd.Series:
+    """run_id -> how many epochs logged ``metric`` (as len(`_epochs`), for many runs at once)."""
+    rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == metric)]
+    return rows[rows["run_id"].isin(run_ids)].groupby("run_id", sort=False).size()
+
+
+def _final_step_values(evidence: pd.DataFrame, run_ids: Sequence[str], metric: str) -> pd.Series:
+    """run_id -> ``metric``'s value at its last logged step."""
+    rows = evidence[(evidence["kind"] == "step") & (evidence["metric"] == metric)]
+    rows = rows[rows["run_id"].isin(run_ids)].sort_values("x", kind="stable")
+    return pd.to_numeric(rows["value"], errors="coerce").groupby(rows["run_id"], sort=False).last()
 
 
 def edge_guard(arm: str, values: Sequence[Any], over: str, mode: str) -> str | None:
@@ -245,7 +285,7 @@ def check(
         finished = [v.run.run_id for v in values if not v.run.diverged]
         found = learning_guard(evidence, arm, finished, vocab_size)
         invalid += [found] if found else []
-        found = regime_guard(evidence, arm, finished)
+        found = regime_guard(evidence, arm, finished, over)
         warnings += [found] if found else []
         if c.statistic.name == "spread":
             found = edge_guard(arm, values, over, c.mode)
