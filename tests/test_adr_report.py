@@ -171,3 +171,36 @@ def test_epoch_plot_draws_seed_bands_only_up_to_the_band_limit(values, tmp_path,
     assert (bands, "omitted" in ax.get_title()) == (
         (values, False) if values <= report_mod.BAND_LIMIT else (0, True)
     )
+
+
+def _decay_evidence(lams: list[float]) -> pd.DataFrame:
+    """A sweep arm over λ (two seeds each) and a plain arm, with the derived decay params."""
+    rows = []
+    arms = [("sweep", lam) for lam in lams] + [("plain", 0.1)]
+    for i, (arm, lam) in enumerate(arms):
+        for seed in (1, 2):
+            run = f"{arm}-{i}-{seed}"
+            params = {"regularizer.weight_decay": lam, "derived.lambda": lam, "derived.tau_iter": 1.0 / lam}
+            rows += [
+                {"run_id": run, "arm": arm, "kind": "param", "metric": k, "x": float("nan"), "value": v}
+                for k, v in params.items()
+            ]
+    return pd.DataFrame(rows)
+
+
+def test_decay_table_has_a_row_per_swept_value_in_numeric_order() -> None:
+    text = report_mod.derived_table(_decay_evidence([10.0, 0.5, 2.0]))
+    arms = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines()[2:]]
+    # 0.5 < 2 < 10 as numbers (as strings 10 would come first); the plain arm keeps its bare name.
+    assert arms == ["plain", "sweep weight_decay=0.5", "sweep weight_decay=2", "sweep weight_decay=10"]
+    assert "| sweep weight_decay=10 | 10 |" in text and "shown" not in text
+
+
+def test_a_sweep_arm_with_many_values_is_cut_down_and_says_so() -> None:
+    lams = [0.001 * 1.5**i for i in range(20)]
+    shown, notes = report_mod.shown_runs(_decay_evidence(lams), ("regularizer.weight_decay",))
+    sweep = [label for label, _ in shown if label.startswith("sweep")]
+    assert len(sweep) == report_mod.VALUES_SHOWN
+    assert sweep[0] == f"sweep weight_decay={lams[0]:g}" and sweep[-1] == f"sweep weight_decay={lams[-1]:g}"
+    assert notes == [f"sweep: {report_mod.VALUES_SHOWN} of its 20 swept values shown, spread over the range"]
+    assert notes[0] + "." in report_mod.derived_table(_decay_evidence(lams))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +230,38 @@ def plot_forest(verdict: AdrVerdict, path: Path) -> str | None:
     return _save(fig, path)
 
 
+VALUES_SHOWN = 8  # a sweep arm's values tabulated and drawn, spread over its range (ends included)
+
+
+def shown_runs(
+    evidence: pd.DataFrame, swept: tuple[str, ...], candidates: Sequence[str] | None = None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, run_id) of the runs that stand for each arm, or for each swept value of a sweep
+    arm (one seed is enough: η and λ are fixed within a value; its lowest run id), ordered by
+    arm and then by value; at most VALUES_SHOWN per arm, with a note for each arm cut down."""
+    labels = curve_labels(evidence, swept)
+    if candidates is not None:
+        labels = labels[labels.index.isin(list(candidates))]
+    arms = evidence.drop_duplicates("run_id").set_index("run_id")["arm"].astype(str)
+    params = evidence[(evidence["kind"] == "param") & evidence["metric"].isin(swept)].drop_duplicates(
+        "run_id"
+    )
+    values = pd.to_numeric(params.set_index("run_id")["value"], errors="coerce")
+    frame = pd.DataFrame(
+        {"label": labels, "arm": arms.reindex(labels.index), "value": values.reindex(labels.index)}
+    )
+    frame = frame.rename_axis("run_id").reset_index().sort_values("run_id").drop_duplicates("label")
+    frame = frame.sort_values(["arm", "value", "label"], na_position="first", kind="stable")
+    shown: list[tuple[str, str]] = []
+    notes: list[str] = []
+    for arm, group in frame.groupby("arm", sort=False):
+        keep = np.unique(np.round(np.linspace(0, len(group) - 1, min(len(group), VALUES_SHOWN))).astype(int))
+        shown += list(zip(group["label"].iloc[keep], group["run_id"].iloc[keep], strict=True))
+        if len(keep) < len(group):
+            notes.append(f"{arm}: {len(keep)} of its {len(group)} swept values shown, spread over the range")
+    return shown, notes
+
+
 def plot_step_traces(evidence: pd.DataFrame, metrics: list[str], path: Path) -> str | None:
     present = [m for m in metrics if not _series(evidence, "step", m).empty]
     if not present:
@@ -259,18 +292,24 @@ def memory_profile(steps: np.ndarray, lr: np.ndarray, decay: np.ndarray) -> tupl
     return eta * keep, float(np.prod(1.0 - d))
 
 
-def plot_memory_and_rms(evidence: pd.DataFrame, path: Path | None) -> tuple[str | None, list[list[object]]]:
-    """Memory profile per epoch and measured vs predicted weight RMS (seed 002's checks)."""
+def plot_memory_and_rms(
+    evidence: pd.DataFrame, path: Path | None, swept: tuple[str, ...] = ("regularizer.weight_decay",)
+) -> tuple[str | None, list[list[object]], list[str]]:
+    """Memory profile per epoch and measured vs predicted weight RMS (seed 002's checks), per
+    arm and per swept value of a sweep arm; the notes say which sweep arms were cut down."""
     lr_all, dec_all = _series(evidence, "step", "lr"), _series(evidence, "step", "decay")
     if lr_all.empty or dec_all.empty:
-        return None, []
+        return None, [], []
     spe = evidence[(evidence["kind"] == "param") & (evidence["metric"] == "derived.steps_per_epoch")]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rms_all = _series(evidence, "step", "weight_rms")
+    shown, notes = shown_runs(evidence, swept, lr_all["run_id"].unique())
+    many = len(shown) > 6  # a sweep arm's values: more colours, legends beside the axes
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 4.8) if many else (11, 4.2))
+    if many:
+        for ax in (ax1, ax2):
+            ax.set_prop_cycle(color=plt.cm.tab20(np.arange(20)))
     rows_out: list[list[object]] = []
-    for arm in sorted(lr_all["arm"].unique()):
-        run_id = sorted(lr_all[lr_all["arm"] == arm]["run_id"].unique())[
-            0
-        ]  # one seed is enough: η, λ are fixed
+    for label, run_id in shown:
         lr = lr_all[lr_all["run_id"] == run_id].sort_values("x")
         dec = dec_all[dec_all["run_id"] == run_id].sort_values("x")
         if lr.empty or dec.empty:
@@ -283,36 +322,36 @@ def plot_memory_and_rms(evidence: pd.DataFrame, path: Path | None) -> tuple[str 
         epochs = np.arange(len(weights)) // per_epoch + 1
         share = pd.Series(weights).groupby(epochs).sum()
         share = share / share.sum()
-        ax1.plot(share.index, share.values, marker="o", ms=3, label=arm)
+        ax1.plot(share.index, share.values, marker="o", ms=3, label=label)
         flatness = float(share.max() / share.min()) if share.min() > 0 else math.inf
-        rms = _series(evidence, "step", "weight_rms")
-        rms = rms[rms["run_id"] == run_id].sort_values("x")
+        rms = rms_all[rms_all["run_id"] == run_id].sort_values("x")
         final_pred = math.nan
         if not rms.empty:
-            (line,) = ax2.plot(rms["x"], rms["value"], lw=1, label=f"{arm} measured")
+            (line,) = ax2.plot(rms["x"], rms["value"], lw=1, label=f"{label} measured")
             merged = pd.merge_asof(rms[["x"]], lr[["x", "value"]].rename(columns={"value": "lr"}), on="x")
             merged = pd.merge_asof(merged, dec[["x", "value"]].rename(columns={"value": "d"}), on="x")
             pred = np.where(
                 merged["d"] > 0, merged["lr"] / np.sqrt(2 * merged["d"].clip(lower=1e-300)), np.nan
             )
             if np.isfinite(pred).any():
-                ax2.plot(rms["x"], pred, lw=1, ls="--", color=line.get_color(), label=f"{arm} √(η/2λ)")
+                ax2.plot(rms["x"], pred, lw=1, ls="--", color=line.get_color(), label=f"{label} √(η/2λ)")
                 final_pred = float(pred[-1])
         measured = float(rms["value"].iloc[-1]) if not rms.empty else math.nan
-        rows_out.append([arm, init_weight, flatness, measured, final_pred])
+        rows_out.append([label, init_weight, flatness, measured, final_pred])
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("share of the final weights")
     ax1.set_title("memory profile: how much each epoch's updates remain")
-    ax1.legend(fontsize=6)
+    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {}
+    ax1.legend(fontsize=6, **beside)
     ax2.set_xlabel("step")
     ax2.set_ylabel("weight RMS (hidden matrices)")
     ax2.set_yscale("log")
     ax2.set_title("measured vs predicted equilibrium weight RMS")
-    ax2.legend(fontsize=6)
+    ax2.legend(fontsize=6, **beside)
     if path is None:
         plt.close(fig)
-        return None, rows_out
-    return _save(fig, path), rows_out
+        return None, rows_out, notes
+    return _save(fig, path), rows_out, notes
 
 
 def plot_sensitivity(adr: Adr, evidence: pd.DataFrame, path: Path) -> str | None:
@@ -356,7 +395,8 @@ def epoch_table(evidence: pd.DataFrame, metric: str = "val_ppl") -> str:
     return markdown_table(headers, rows, floatfmt=".2f")
 
 
-def derived_table(evidence: pd.DataFrame) -> str:
+def derived_table(evidence: pd.DataFrame, swept: tuple[str, ...] = ("regularizer.weight_decay",)) -> str:
+    """The derived decay figures of each arm, and of each swept value of a sweep arm."""
     keys = [
         "derived.lambda",
         "derived.per_step_decay",
@@ -367,9 +407,11 @@ def derived_table(evidence: pd.DataFrame) -> str:
     params = evidence[(evidence["kind"] == "param") & (evidence["metric"].isin(keys))]
     if params.empty:
         return ""
-    table = params.groupby(["arm", "metric"])["value"].first().unstack("metric").reindex(columns=keys)
-    rows = [[arm, *table.loc[arm].tolist()] for arm in table.index]
-    return markdown_table(["arm", "λ", "per-step decay", "τ_iter (steps)", "τ_epoch", "√(η/2λ)"], rows, ".4g")
+    shown, notes = shown_runs(evidence, swept, params["run_id"].unique())
+    table = params.groupby(["run_id", "metric"])["value"].first().unstack("metric").reindex(columns=keys)
+    rows = [[label, *table.loc[run_id].tolist()] for label, run_id in shown]
+    headers = ["arm", "λ", "per-step decay", "τ_iter (steps)", "τ_epoch", "√(η/2λ)"]
+    return "\n\n".join([markdown_table(headers, rows, ".4g"), *[f"{note}." for note in notes]])
 
 
 # --------------------------------------------------------------------------- one ADR
@@ -385,7 +427,7 @@ def write_plots(adr: Adr, item: ScaleEvidence, out: Path) -> list[str]:
         plot_epoch_metric(ev, "val_ppl", out / plot_name("val_ppl", scale), floor_ppl, swept_params(adr)),
         plot_step_traces(ev, ["grad_norm", "energy_mean"], out / plot_name("traces", scale)),
         plot_sensitivity(adr, ev, out / plot_name("sensitivity", scale)),
-        plot_memory_and_rms(ev, out / plot_name("memory", scale))[0],
+        plot_memory_and_rms(ev, out / plot_name("memory", scale), swept_params(adr))[0],
         plot_forest(item.verdict, out / plot_name("forest", scale)) if item.verdict else None,
     ]  # fmt: skip
     return [p for p in plots if p]
@@ -397,13 +439,13 @@ def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
     table = epoch_table(ev)
     if table:
         lines += ["### Val PPL per epoch (mean over seeds)", "", table, ""]
-    derived = derived_table(ev)
+    derived = derived_table(ev, swept_params(adr))
     if derived:
         lines += ["### Decay per arm (derived at build time)", "", derived, ""]
     costs = cost_table(ev)
     if costs:
         lines += ["### Cost next to quality (per arm)", "", costs, "", COST_NOTE, ""]
-    _, memory_rows = plot_memory_and_rms(ev, None)
+    _, memory_rows, memory_notes = plot_memory_and_rms(ev, None, swept_params(adr))
     if memory_rows:
         headers = [
             "arm",
@@ -417,6 +459,8 @@ def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
             "",
             markdown_table(headers, memory_rows, ".3g"),
             "",
+            *[f"{note}." for note in memory_notes],
+            *([""] if memory_notes else []),
             "A flat profile (max/min share near 1) means every epoch's updates weigh the same in the final "
             "weights (seed 002); the predicted RMS is η_t/√(2·d_t) with d_t the per-step decay actually "
             "applied.",
