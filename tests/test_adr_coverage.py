@@ -24,6 +24,7 @@ from scipy import stats as scipy_stats
 from adrlab.adr import stats
 from adrlab.adr.verdict import CORE_COLUMNS, save_evidence
 from tests import adr_simulation as sim
+from tests.conftest import criterion
 
 README = Path(__file__).resolve().parents[1] / "adr" / "README.md"
 BEGIN, END = "<!-- coverage-table:begin -->", "<!-- coverage-table:end -->"
@@ -92,7 +93,9 @@ def test_studentised_residuals_are_student_t_for_normal_noise_at_any_scale() -> 
     assert sim.studentised_residuals(np.array([1.0, 1.0, 1.0, 5.0])).size == 0  # the rest do not vary
 
 
-ADR_TEXT = """\
+_FINAL_BELOW_1 = {"metric": "val_ppl", "statistic": "final", "compare": "<", "threshold": 1.0}
+ADR_TEXT = (
+    """\
 ---
 title: "ADR-0099: noise pool"
 status: "Proposed"
@@ -107,28 +110,12 @@ experiments:
       collapsed: ["optimizer=lion"]
       broken: ["optimizer=lion"]
 criteria:
-  - id: P1
-    claim: "treat beats base"
-    role: primary
-    arm: treat
-    baseline: base
-    relation: ratio
-    metric: val_ppl
-    statistic: final
-    compare: "<"
-    threshold: 1.0
-  - id: P2
-    claim: "collapsed beats base"
-    role: primary
-    arm: collapsed
-    baseline: base
-    relation: ratio
-    metric: val_ppl
-    statistic: final
-    compare: "<"
-    threshold: 1.0
----
 """
+    + criterion("P1", "treat beats base", arm="treat", baseline="base", **_FINAL_BELOW_1)
+    + criterion("P2", "collapsed beats base", arm="collapsed", baseline="base", **_FINAL_BELOW_1)
+    + """---
+"""
+)
 
 
 def test_the_pool_takes_judged_groups_once_and_relations_per_seed(tmp_path: Path) -> None:
