@@ -108,7 +108,6 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     Override arms: the newest run per seed. Sweep arms: the newest run per (swept values, seed)
     of the referenced study. Columns: run_id, arm, seed, state, start_time, params.*, tags.*.
     """
-    from adrlab.sweep.runner import TAG_SWEEP, TAG_SWEEP_PARENT
     from adrlab.sweep.spec import load_spec
 
     exp = experiment_at(adr, scale)
@@ -121,9 +120,9 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     for arm in exp.arms.values():
         if arm.sweep:
             spec = load_spec(arm.sweep, list(arm.overrides))
-            runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{TAG_SWEEP}` = '{spec.name}'")
-            if f"tags.{TAG_SWEEP_PARENT}" in runs:
-                runs = runs[runs[f"tags.{TAG_SWEEP_PARENT}"].isna()]
+            runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{tracking.TAG_SWEEP}` = '{spec.name}'")
+            if f"tags.{tracking.TAG_SWEEP_PARENT}" in runs:
+                runs = runs[runs[f"tags.{tracking.TAG_SWEEP_PARENT}"].isna()]
             frames.append(_usable(runs, arm.name, [f"params.{k}" for k in spec.keys]))
         elif not direct.empty:
             frames.append(_usable(direct[direct[f"tags.{tracking.TAG_ARM}"] == arm.name], arm.name, []))

@@ -45,10 +45,11 @@ from adrlab.sweep.storage import (  # several are re-exported: callers look for 
 )
 from adrlab.train import Pruned, train
 
-TAG_SWEEP = "adrlab.sweep"
+# The tags live in tracking (reading runs back must not import torch through this module).
+TAG_SWEEP = tracking.TAG_SWEEP
 TAG_TRIAL = tracking.TAG_TRIAL
-TAG_STORAGE = "adrlab.storage"
-TAG_SWEEP_PARENT = "adrlab.sweep_parent"
+TAG_STORAGE = tracking.TAG_STORAGE
+TAG_SWEEP_PARENT = tracking.TAG_SWEEP_PARENT
 SURPLUS = "surplus: the budget was claimed by other workers when this trial started"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
