@@ -120,7 +120,8 @@ def stored_runs(adr: Adr, scale: str, uri: str) -> pd.DataFrame:
     for arm in exp.arms.values():
         if arm.sweep:
             spec = load_spec(arm.sweep, list(arm.overrides))
-            runs = tracking.search_runs(uri, [spec.experiment], f"tags.`{tracking.TAG_SWEEP}` = '{spec.name}'")
+            in_sweep = f"tags.`{tracking.TAG_SWEEP}` = '{spec.name}'"
+            runs = tracking.search_runs(uri, [spec.experiment], in_sweep)
             if f"tags.{tracking.TAG_SWEEP_PARENT}" in runs:
                 runs = runs[runs[f"tags.{tracking.TAG_SWEEP_PARENT}"].isna()]
             frames.append(_usable(runs, arm.name, [f"params.{k}" for k in spec.keys]))
