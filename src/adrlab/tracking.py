@@ -640,7 +640,7 @@ def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFram
     # it, so the lookup goes by run_uuid, the selective column.
     key = table.c.key.concat("") if engine.dialect.name == "sqlite" else table.c.key
     columns = [table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan]
-    parts = []
+    parts: list[tuple] = []
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -655,9 +655,18 @@ def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFram
             cursor.execute(
                 str(compiled), [params[p] for p in compiled.positiontup] if compiled.positional else params
             )
-            parts.append(pd.DataFrame.from_records(cursor.fetchall(), columns=[*HISTORY_COLUMNS, "is_nan"]))
+            parts += cursor.fetchall()
     finally:
         raw.close()
-    frame = pd.concat(parts, ignore_index=True)
-    frame["value"] = np.where(frame["is_nan"].astype(bool), math.nan, frame["value"].astype(float))
-    return frame.drop(columns="is_nan")
+    # One object array of the rows, then its columns: DataFrame.from_records on 800k tuples
+    # took 3x as long (it infers each column's type row by row).
+    cells = np.array(parts, dtype=object).reshape(len(parts), len(columns))
+    value = cells[:, 3].astype(float)
+    return pd.DataFrame(
+        {
+            "run_id": pd.Series(cells[:, 0], dtype=object),
+            "metric": pd.Series(cells[:, 1], dtype=object),
+            "step": cells[:, 2].astype("int64"),
+            "value": np.where(cells[:, 4].astype(bool), math.nan, value),
+        }
+    )

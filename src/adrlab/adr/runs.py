@@ -282,20 +282,33 @@ def _run_info(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
 
 
 def _history_rows(histories: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
-    """One evidence row per logged metric point of a run in ``info`` (history order kept)."""
-    rows = histories[histories["run_id"].isin(info.index)]
-    shared = info.reindex(rows["run_id"].to_numpy())
-    kind = np.where(rows["metric"].isin(EPOCH_METRICS).to_numpy(), "epoch", "step")
+    """One evidence row per logged metric point of a run in ``info`` (history order kept).
+
+    Text columns are built by taking from their few distinct values (a run's columns by its
+    position in ``info``, metric names by their codes): converting 800k Python strings into
+    pandas' string columns one by one cost more than a second at the read-back bench's size."""
+    at = info.index.get_indexer(histories["run_id"].to_numpy())
+    keep = at >= 0
+    rows, at = histories[keep], at[keep]
+    metric_codes, metric_names = pd.factorize(rows["metric"].to_numpy())
+    is_epoch = pd.Index(metric_names).isin(EPOCH_METRICS)
+    kind_codes = np.where(is_epoch, 0, 1)[metric_codes] if len(metric_names) else metric_codes
     return pd.DataFrame(
         {
-            "run_id": rows["run_id"].to_numpy(),
-            **{col: shared[col].to_numpy() for col in info.columns},
-            "kind": kind,
-            "metric": rows["metric"].to_numpy(),
+            "run_id": _taken(info.index.to_numpy(), at),
+            **{col: _taken(info[col].to_numpy(), at) for col in info.columns},
+            "kind": _taken(np.array(["epoch", "step"], dtype=object), kind_codes),
+            "metric": _taken(metric_names, metric_codes),
             "x": rows["step"].to_numpy(dtype=float),
             "value": rows["value"].to_numpy(dtype=float),
         }
     )
+
+
+def _taken(values: np.ndarray, positions: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """``values[positions]`` in the dtype pandas gives such a column (its string dtype for
+    text), converting only the distinct values."""
+    return pd.Series(values).array.take(positions)
 
 
 def _param_rows(runs: pd.DataFrame, info: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
