@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -204,3 +205,43 @@ def test_a_sweep_arm_with_many_values_is_cut_down_and_says_so() -> None:
     assert sweep[0] == f"sweep weight_decay={lams[0]:g}" and sweep[-1] == f"sweep weight_decay={lams[-1]:g}"
     assert notes == [f"sweep: {report_mod.VALUES_SHOWN} of its 20 swept values shown, spread over the range"]
     assert notes[0] + "." in report_mod.derived_table(_decay_evidence(lams))
+
+
+def _memory_evidence(lams: list[float], steps: int = 20, per_epoch: int = 5) -> pd.DataFrame:
+    """`_decay_evidence` plus each run's lr, per-step decay d = η·λ and weight RMS per step."""
+    frame = _decay_evidence(lams)
+    rows = []
+    for run_id, lam in frame[frame["metric"] == "regularizer.weight_decay"][["run_id", "value"]].itertuples(
+        index=False
+    ):
+        arm = run_id.split("-")[0]
+        rows.append({"run_id": run_id, "arm": arm, "kind": "param", "metric": "derived.steps_per_epoch",
+                     "x": float("nan"), "value": float(per_epoch)})  # fmt: skip
+        for step in range(1, steps + 1):
+            for metric, value in (("lr", 0.01), ("decay", 0.01 * lam), ("weight_rms", 1.0 / step)):
+                rows.append({"run_id": run_id, "arm": arm, "kind": "step", "metric": metric,
+                             "x": float(step), "value": value})  # fmt: skip
+    return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_memory_profile_has_a_row_and_curve_per_swept_value(tmp_path) -> None:
+    lams = [4.0, 0.5, 2.0, 1.0]
+    curves, rows, notes = report_mod.memory_and_rms(_memory_evidence(lams))
+    labels = ["plain", *[f"sweep weight_decay={lam:g}" for lam in sorted(lams)]]
+    assert [row[0] for row in rows] == [c.label for c in curves] == labels and notes == []
+    for (label, init_weight, flatness, measured, predicted), curve in zip(rows, curves, strict=True):
+        lam = 0.1 if label == "plain" else float(label.split("=")[1])
+        d = 0.01 * lam
+        assert init_weight == pytest.approx((1 - d) ** 20)  # 20 steps of decay d = η·λ
+        assert list(curve.share.index) == [1, 2, 3, 4] and curve.share.sum() == pytest.approx(1.0)
+        assert flatness == pytest.approx(1 / (1 - d) ** 15)  # epoch 4's updates over epoch 1's
+        assert measured == pytest.approx(1 / 20)
+        assert predicted == pytest.approx(0.01 / math.sqrt(2 * d))  # √(η/2λ) with d = η·λ
+    assert report_mod.plot_memory_and_rms(_memory_evidence(lams), tmp_path / "memory.png") == "memory.png"
+    assert (tmp_path / "memory.png").stat().st_size > 0
+
+
+def test_memory_profile_draws_nothing_without_lr_and_decay(tmp_path) -> None:
+    assert report_mod.memory_and_rms(_decay_evidence([0.5, 2.0])) == ([], [], [])
+    assert report_mod.plot_memory_and_rms(_decay_evidence([0.5, 2.0]), tmp_path / "m.png") is None
+    assert not (tmp_path / "m.png").exists()
