@@ -553,8 +553,8 @@ def _runs_frame(runs: list[Any], metrics: dict, params: dict, tags: dict) -> pd.
         "experiment_id": [str(r.experiment_id) for r in runs],
         "status": [r.status for r in runs],
         "artifact_uri": [r.artifact_uri for r in runs],
-        "start_time": [pd.to_datetime(r.start_time, unit="ms", utc=True) for r in runs],
-        "end_time": [pd.to_datetime(r.end_time, unit="ms", utc=True) for r in runs],
+        "start_time": _timestamps([r.start_time for r in runs]),
+        "end_time": _timestamps([r.end_time for r in runs]),
     }
     for prefix, values, missing in (
         ("metrics.", metrics, math.nan),
@@ -564,6 +564,15 @@ def _runs_frame(runs: list[Any], metrics: dict, params: dict, tags: dict) -> pd.
         for key in sorted({k for per_run in values.values() for k in per_run}):
             data[prefix + key] = [values.get(r.run_uuid, {}).get(key, missing) for r in runs]
     return pd.DataFrame(data)
+
+
+def _timestamps(millis: list[int | None]) -> Any:
+    """Epoch milliseconds as the column MLflow builds from one Timestamp per run, converted in
+    one call (one by one cost ~0.1 s per 1000 runs); a column of only None stays one by one,
+    since pandas gives that column a dtype of its own."""
+    if all(m is None for m in millis):
+        return [pd.to_datetime(m, unit="ms", utc=True) for m in millis]
+    return pd.to_datetime(pd.Series(millis, dtype="float64"), unit="ms", utc=True).array
 
 
 def metric_history(uri: str, run_id: str, keys: Iterable[str]) -> pd.DataFrame:
