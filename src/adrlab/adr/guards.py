@@ -209,7 +209,8 @@ def regime_guard(
     distinct (λ, τ_iter, steps per epoch); a sweep arm's warning names each value that misses."""
     if not run_ids:
         return None
-    table = pd.DataFrame({k: _last_params(evidence, run_ids, k) for k in REGIME_PARAMS})
+    params = evidence[evidence["kind"] == "param"]  # once, for the params read below
+    table = pd.DataFrame({k: _last_params(params, run_ids, k) for k in REGIME_PARAMS})
     table = table.reindex([r for r in dict.fromkeys(run_ids) if r in table.index])
     lam, tau, per_epoch = (table[k] for k in REGIME_PARAMS)
     table = table[(lam > 0) & np.isfinite(tau) & (per_epoch > 0)].drop_duplicates()
@@ -224,7 +225,7 @@ def regime_guard(
     if not found:
         return None
     measured = _final_step_values(evidence, list(found), WEIGHT_RMS)
-    predicted = _last_params(evidence, list(found), "derived.predicted_weight_rms")
+    predicted = _last_params(params, list(found), "derived.predicted_weight_rms")
     for run_id, parts in found.items():
         if run_id in measured.index and math.isfinite(predicted.get(run_id, math.nan)):
             parts.append(
@@ -232,7 +233,7 @@ def regime_guard(
             )
     if len(table) == 1:
         return f"regime of {arm}: " + "; ".join(next(iter(found.values())))
-    swept = _last_params(evidence, list(found), over).reindex(list(found))
+    swept = _last_params(params, list(found), over).reindex(list(found))
     order = sorted(found, key=lambda r: (math.isnan(swept[r]), swept[r]))  # by swept value
     shown = [f"at {over}={swept[r]:g}: " + "; ".join(found[r]) for r in order[:REGIME_VALUES_SHOWN]]
     more = len(found) - len(shown)

@@ -264,16 +264,20 @@ class _Run:
 
 def _runs_of(rows: pd.DataFrame) -> list[_Run]:
     """The runs among ``rows`` (one arm's), by seed then run id."""
+    groups = rows.groupby("run_id", sort=False).indices
+    first = np.array([at[0] for at in groups.values()], dtype=np.intp)
+    # Seed and commit from each run's first row, taken at once (a pandas lookup per run, or
+    # turning whole string columns into objects, cost more than the rest); statuses as codes.
+    seeds = rows["seed"].array.take(first)  # indexed below: the scalars .iloc would give
+    shas = rows["git_sha"].take(first).tolist()
+    codes, names = pd.factorize(rows["status"], use_na_sentinel=False)
+    status_names = list(names)
     runs = []
-    status_of = rows["status"].to_numpy(dtype=object)
-    sha_of = rows["git_sha"].to_numpy(dtype=object)
-    # The seed column's own scalars, as .iloc gives them (one .iloc per run cost ~0.1 ms).
-    seed_of = rows["seed"].array
-    for run_id, at in rows.groupby("run_id", sort=False).indices.items():
-        statuses = set(status_of[at])
+    for i, (run_id, at) in enumerate(groups.items()):
+        statuses = {status_names[c] for c in np.unique(codes[at])}
         # A run is one status; DIVERGED wins if rows disagree (a resumed run that then diverged).
         status = DIVERGED if DIVERGED in statuses else sorted(statuses)[0]
-        runs.append(_Run(str(run_id), seed_of[at[0]], status, rows, at, str(sha_of[at[0]])))
+        runs.append(_Run(str(run_id), seeds[i], status, rows, at, str(shas[i])))
     return sorted(runs, key=lambda r: (_seed_key(r.seed), r.run_id))
 
 
