@@ -208,6 +208,35 @@ def test_seeds_needed_is_rough_but_sensible() -> None:
     assert stats.seeds_needed(stats.single_interval([1.0, 1.0]), 1.0) is None  # no spread known
 
 
+def _seeds_needed_by_scan(iv: stats.Interval, effect: float, power: float = 0.8) -> int | None:
+    """The definition: the first n from 2 up whose bound falls below the effect."""
+    level = 1.0 - (1.0 - stats.CONFIDENCE) / iv.groups
+    z = float(stats.scipy_stats.norm.ppf(power))
+    for n in range(2, stats.MAX_SEEDS_NEEDED + 1):
+        if (stats.t_quantile(level, n - 1) + z) * iv.sd / math.sqrt(n) < effect:
+            return n
+    return None
+
+
+@pytest.mark.parametrize("power", [0.8, 0.2])
+@pytest.mark.parametrize("groups", [1, 5])
+@pytest.mark.parametrize("effect", [3.0, 0.5, 0.05, 0.02])
+def test_seeds_needed_bisection_equals_the_scan(effect: float, groups: int, power: float) -> None:
+    iv = stats.Interval(1.0 + effect, 0.0, 3.0, "", sd=0.2, n=5, groups=groups)
+    expected = _seeds_needed_by_scan(iv, abs(iv.estimate - 1.0), power)
+    assert stats.seeds_needed(iv, 1.0, power=power) == expected
+
+
+@pytest.mark.parametrize("n", [2, 3, 17, 1000])
+def test_seeds_needed_at_the_boundary(n: int) -> None:
+    """Effects at n's bound and a hair either side of it, where the answer steps by one."""
+    z = float(stats.scipy_stats.norm.ppf(0.8))
+    bound = (stats.t_quantile(stats.CONFIDENCE, n - 1) + z) / math.sqrt(n)
+    for effect in (bound, math.nextafter(bound, math.inf), math.nextafter(bound, 0.0), bound * 1.01):
+        iv = stats.Interval(1.0 + effect, 0.0, 3.0, "", sd=1.0, n=5)
+        assert stats.seeds_needed(iv, 1.0) == _seeds_needed_by_scan(iv, abs(iv.estimate - 1.0))
+
+
 def test_worst() -> None:
     assert stats.worst("min") == math.inf and stats.worst("max") == -math.inf
     assert np.isinf(series([1.0, float("nan")], mode="max").y[-1])

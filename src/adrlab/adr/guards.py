@@ -37,6 +37,21 @@ COLLAPSE_FRACTION = 0.9  # final val PPL at or above this fraction of uniform: c
 CONTROL_MARGIN = 1e-3  # relative difference below which an arm reproduces its control
 VOCAB_PARAM = "data.vocab_size"
 SWEEP_PARAM = "regularizer.weight_decay"
+VAL_PPL = "val_ppl"  # per epoch: the learning guard's curve, the acts guard's comparison
+WEIGHT_RMS = "weight_rms"  # per step: the regime guard's measured RMS
+
+
+def rows_read(evidence: pd.DataFrame) -> pd.DataFrame:
+    """The rows `check` reads: every param, the per-epoch val PPL and the per-step weight RMS.
+    Each of its guards filters by kind and metric first, so it finds the same on these rows as
+    on the whole table; a caller judging many criteria narrows the table once."""
+    kind, metric = evidence["kind"], evidence["metric"]
+    read = (
+        (kind == "param")
+        | ((kind == "epoch") & (metric == VAL_PPL))
+        | ((kind == "step") & (metric == WEIGHT_RMS))
+    )
+    return evidence[read]
 
 
 def _param(evidence: pd.DataFrame, run_id: str, key: str) -> float:
@@ -47,7 +62,7 @@ def _param(evidence: pd.DataFrame, run_id: str, key: str) -> float:
     return float(value.iloc[-1]) if not value.empty else math.nan
 
 
-def _epochs(evidence: pd.DataFrame, run_id: str, metric: str = "val_ppl") -> pd.Series:
+def _epochs(evidence: pd.DataFrame, run_id: str, metric: str = VAL_PPL) -> pd.Series:
     rows = evidence[
         (evidence["run_id"] == run_id) & (evidence["kind"] == "epoch") & (evidence["metric"] == metric)
     ]
@@ -64,7 +79,7 @@ def _last_params(evidence: pd.DataFrame, run_ids: Sequence[str], key: str) -> pd
 
 def _best_final(evidence: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
     """run_id -> best and final val PPL over its epochs (as `_epochs`, for many runs at once)."""
-    rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == "val_ppl")]
+    rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == VAL_PPL)]
     rows = rows[rows["run_id"].isin(run_ids)]
     frame = pd.DataFrame(
         {"run_id": rows["run_id"], "x": rows["x"], "ppl": pd.to_numeric(rows["value"], errors="coerce")}
@@ -79,13 +94,16 @@ def learning_guard(
 ) -> str | None:
     """A finding when a (non-diverged) run of ``arm`` did not learn or collapsed to uniform."""
     bad = []
-    curves, vocabs = _best_final(evidence, run_ids), _last_params(evidence, run_ids, VOCAB_PARAM)
+    curves = _best_final(evidence, run_ids)
+    # Plain dicts: a pandas lookup per run cost more than the rest of the guard.
+    vocabs = _last_params(evidence, run_ids, VOCAB_PARAM).to_dict()
+    best_of, final_of = curves["best"].to_dict(), curves["final"].to_dict()
     for run_id in run_ids:
         vocab = float(vocabs.get(run_id, math.nan))
         vocab = vocab_size if math.isnan(vocab) and vocab_size else vocab
-        if run_id not in curves.index or not vocab or math.isnan(vocab):
+        if run_id not in best_of or not vocab or math.isnan(vocab):
             continue
-        best, final = float(curves.at[run_id, "best"]), float(curves.at[run_id, "final"])
+        best, final = float(best_of[run_id]), float(final_of[run_id])
         if best >= LEARN_FRACTION * vocab or final >= COLLAPSE_FRACTION * vocab:
             bad.append(f"{run_id[:8]} best {best:.4g}, final {final:.4g}")
     if not bad:
@@ -191,7 +209,8 @@ def regime_guard(
     distinct (λ, τ_iter, steps per epoch); a sweep arm's warning names each value that misses."""
     if not run_ids:
         return None
-    table = pd.DataFrame({k: _last_params(evidence, run_ids, k) for k in REGIME_PARAMS})
+    params = evidence[evidence["kind"] == "param"]  # once, for the params read below
+    table = pd.DataFrame({k: _last_params(params, run_ids, k) for k in REGIME_PARAMS})
     table = table.reindex([r for r in dict.fromkeys(run_ids) if r in table.index])
     lam, tau, per_epoch = (table[k] for k in REGIME_PARAMS)
     table = table[(lam > 0) & np.isfinite(tau) & (per_epoch > 0)].drop_duplicates()
@@ -205,8 +224,8 @@ def regime_guard(
             found[run_id] = parts
     if not found:
         return None
-    measured = _final_step_values(evidence, list(found), "weight_rms")
-    predicted = _last_params(evidence, list(found), "derived.predicted_weight_rms")
+    measured = _final_step_values(evidence, list(found), WEIGHT_RMS)
+    predicted = _last_params(params, list(found), "derived.predicted_weight_rms")
     for run_id, parts in found.items():
         if run_id in measured.index and math.isfinite(predicted.get(run_id, math.nan)):
             parts.append(
@@ -214,7 +233,7 @@ def regime_guard(
             )
     if len(table) == 1:
         return f"regime of {arm}: " + "; ".join(next(iter(found.values())))
-    swept = _last_params(evidence, list(found), over).reindex(list(found))
+    swept = _last_params(params, list(found), over).reindex(list(found))
     order = sorted(found, key=lambda r: (math.isnan(swept[r]), swept[r]))  # by swept value
     shown = [f"at {over}={swept[r]:g}: " + "; ".join(found[r]) for r in order[:REGIME_VALUES_SHOWN]]
     more = len(found) - len(shown)
@@ -233,7 +252,7 @@ def _regime_parts(tau: float, per_epoch: float, n_epochs: int) -> list[str]:
     return []
 
 
-def _epoch_counts(evidence: pd.DataFrame, run_ids: Sequence[str], metric: str = "val_ppl") -> pd.Series:
+def _epoch_counts(evidence: pd.DataFrame, run_ids: Sequence[str], metric: str = VAL_PPL) -> pd.Series:
     """run_id -> how many epochs logged ``metric`` (as len(`_epochs`), for many runs at once)."""
     rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == metric)]
     return rows[rows["run_id"].isin(run_ids)].groupby("run_id", sort=False).size()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -145,29 +146,64 @@ def _x_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else _float_text(float(value))
 
 
-def _memo_text(values: list[Any], text: Callable[[Any], str]) -> list[str]:
-    """`text` of each value, formatted once per distinct value (seeds and steps repeat across
-    hundreds of thousands of rows); keyed by type too, as 1 == 1.0 == True."""
-    memo: dict[tuple[type, Any], str] = {}
-    out = []
-    for v in values:
-        key = (type(v), v)
-        if key not in memo:
-            memo[key] = text(v)
-        out.append(memo[key])
-    return out
+def _csv_text(value: Any) -> str:
+    """The text csv.writer writes for a cell: None empty, a float its repr, anything else str()
+    (a missing value of a str column is a float NaN, written ``nan``)."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _distinct_text(values: pd.Series, text: Callable[[Any], str]) -> list[str]:
+    """`text` of each value of a normalized column, formatted once per distinct value (ids,
+    names, seeds and steps repeat across hundreds of thousands of rows). A missing value is one
+    of the distinct values, so ``text`` decides its cell. 0.0 and -0.0 may share one: `_x_text`
+    writes "0" for both."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    cells = np.array([text(v) for v in uniques], dtype=object)
+    return cells[codes].tolist()
 
 
 def _text_columns(ev: pd.DataFrame) -> list[list[str]]:
-    """Each evidence column as the cells `save_evidence` writes, column by column (formatting
-    900k rows one row tuple at a time took seconds)."""
-    text = {col: ev[col].astype(str).tolist() for col in ("run_id", "arm", "status", "kind", "metric")}
-    text |= {col: ev[col].astype(str).tolist() for col in PROVENANCE_COLUMNS}
-    text["seed"] = _memo_text(ev["seed"].tolist(), _cell)
-    text["x"] = _memo_text(ev["x"].tolist(), _x_text)
+    """Each column of a normalized evidence table as the cells `save_evidence` writes, column by
+    column (formatting 900k rows one row tuple at a time took seconds)."""
+    strings = ("run_id", "arm", "status", "kind", "metric", *PROVENANCE_COLUMNS)
+    text = {col: _distinct_text(ev[col], _csv_text) for col in strings}
+    text["seed"] = _distinct_text(ev["seed"], _cell)
+    text["x"] = _distinct_text(ev["x"], _x_text)
     values = ev["value"].tolist()
-    text["value"] = [repr(v) if type(v) is float else _cell(v) for v in values]
+    if ev["value"].dtype == np.float64:  # every value a Python float: its repr, without the checks
+        text["value"] = list(map(repr, values))
+    else:
+        text["value"] = [repr(v) if type(v) is float else _cell(v) for v in values]
     return [text[col] for col in EVIDENCE_COLUMNS]
+
+
+# Characters that make csv.writer's default QUOTE_MINIMAL quote a cell (delimiter, quote char,
+# line ends); a cell without any is written as it is.
+_QUOTE_TRIGGERS: tuple[str, ...] = (",", '"', "\n", "\r")
+_CHUNK_ROWS = 65536  # rows joined per write: bounds the text held at once
+
+
+def _needs_quoting(cells: list[str]) -> bool:
+    joined = "".join(cells)  # one scan per trigger over the column, not one check per cell
+    return any(ch in joined for ch in _QUOTE_TRIGGERS)
+
+
+def _write_csv_rows(fh: TextIO, header: Sequence[str], columns: list[list[str]]) -> None:
+    """Write ``header`` and the rows of ``columns`` (cells as text, column by column) exactly as
+    ``csv.writer(fh, lineterminator="\n")`` would. When no cell needs quoting the rows are joined
+    directly: csv.writer's per-cell work took half of `save_evidence` on 800k rows."""
+    if len(header) < 2 or _needs_quoting(list(header)) or any(_needs_quoting(col) for col in columns):
+        # csv.writer quotes a lone empty cell, and whatever holds a trigger: leave it all to it.
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(zip(*columns, strict=True))
+        return
+    fh.write(",".join(header) + "\n")
+    rows = zip(*columns, strict=True)
+    while chunk := [",".join(row) + "\n" for row in islice(rows, _CHUNK_ROWS)]:
+        fh.write("".join(chunk))
 
 
 def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
@@ -176,9 +212,7 @@ def save_evidence(evidence: pd.DataFrame, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(EVIDENCE_COLUMNS)
-        writer.writerows(zip(*_text_columns(ev), strict=True))
+        _write_csv_rows(fh, EVIDENCE_COLUMNS, _text_columns(ev))
     return p
 
 
@@ -228,17 +262,64 @@ class _Run:
         return self.status == DIVERGED
 
 
-def _runs_of(ev: pd.DataFrame, arm: str) -> list[_Run]:
-    rows = ev[ev["arm"] == arm]
+def _runs_of(rows: pd.DataFrame) -> list[_Run]:
+    """The runs among ``rows`` (one arm's), by seed then run id."""
+    groups = rows.groupby("run_id", sort=False).indices
+    first = np.array([at[0] for at in groups.values()], dtype=np.intp)
+    # Seed and commit from each run's first row, taken at once (a pandas lookup per run, or
+    # turning whole string columns into objects, cost more than the rest); statuses as codes.
+    seeds = rows["seed"].array.take(first)  # indexed below: the scalars .iloc would give
+    shas = rows["git_sha"].take(first).tolist()
+    codes, names = pd.factorize(rows["status"], use_na_sentinel=False)
+    status_names = list(names)
     runs = []
-    status_of = rows["status"].to_numpy(dtype=object)
-    for run_id, at in rows.groupby("run_id", sort=False).indices.items():
-        seed = rows["seed"].iloc[at[0]]
-        statuses = set(status_of[at])
+    for i, (run_id, at) in enumerate(groups.items()):
+        statuses = {status_names[c] for c in np.unique(codes[at])}
         # A run is one status; DIVERGED wins if rows disagree (a resumed run that then diverged).
         status = DIVERGED if DIVERGED in statuses else sorted(statuses)[0]
-        runs.append(_Run(str(run_id), seed, status, rows, at, str(rows["git_sha"].iloc[at[0]])))
+        runs.append(_Run(str(run_id), seeds[i], status, rows, at, str(shas[i])))
     return sorted(runs, key=lambda r: (_seed_key(r.seed), r.run_id))
+
+
+class _Evidence:
+    """A normalized evidence table of one scale, split by arm once. Every criterion (and Holm's
+    second look at the primaries) reads the same arms; filtering all rows by arm for each use,
+    and building each arm's runs again, took most of `evaluate` on an 800k-row table."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self._positions: dict[Any, np.ndarray] = table.groupby("arm", sort=False).indices
+        self._rows: dict[str, pd.DataFrame] = {}
+        self._runs: dict[str, list[_Run]] = {}
+        self._grids: dict[str, tuple[np.ndarray, bool]] = {}
+        self._guard_rows: pd.DataFrame | None = None
+
+    def rows(self, arm: str) -> pd.DataFrame:
+        """The rows of ``arm``: ``table[table["arm"] == arm]`` (same rows, order and index)."""
+        if arm not in self._rows:
+            at = self._positions.get(arm, np.empty(0, dtype=np.intp))
+            contiguous = len(at) > 0 and at[-1] - at[0] + 1 == len(at)
+            # A table sorted by arm (as collected) holds each arm in one block: a slice, not a copy.
+            self._rows[arm] = self.table.iloc[at[0] : at[-1] + 1] if contiguous else self.table.iloc[at]
+        return self._rows[arm]
+
+    def runs(self, arm: str) -> list[_Run]:
+        """Every run of ``arm`` (a shared list: copy before changing it)."""
+        if arm not in self._runs:
+            self._runs[arm] = _runs_of(self.rows(arm))
+        return self._runs[arm]
+
+    def grid(self, metric: str) -> tuple[np.ndarray, bool]:
+        if metric not in self._grids:
+            self._grids[metric] = _metric_grid(metric, self.table)
+        return self._grids[metric]
+
+    @property
+    def guard_rows(self) -> pd.DataFrame:
+        """The rows `guards.check` reads (it finds the same on them as on the whole table)."""
+        if self._guard_rows is None:
+            self._guard_rows = guards.rows_read(self.table)
+        return self._guard_rows
 
 
 def _seed_key(seed: Any) -> tuple[int, Any]:
@@ -252,21 +333,19 @@ def _param_key(value: Any) -> float | str:
         return str(value)
 
 
-def _series_points(evidence: pd.DataFrame, arm: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """run_id -> (x, value) of ``metric``'s series rows of ``arm``, in evidence order: the table
-    is filtered once per arm and metric, not once per run."""
-    rows = evidence[
-        (evidence["arm"] == arm) & (evidence["metric"] == metric) & evidence["kind"].isin(SERIES_KINDS)
-    ]
+def _series_points(arm_rows: pd.DataFrame, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run_id -> (x, value) of ``metric``'s series rows among one arm's rows, in evidence order:
+    the rows are filtered once per arm and metric, not once per run."""
+    rows = arm_rows[(arm_rows["metric"] == metric) & arm_rows["kind"].isin(SERIES_KINDS)]
     x = rows["x"].to_numpy(dtype=float)
     values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
     groups = rows.groupby("run_id", sort=False).indices
     return {str(run_id): (x[i], values[i]) for run_id, i in groups.items()}
 
 
-def _last_param(evidence: pd.DataFrame, arm: str, key: str) -> dict[str, Any]:
-    """run_id -> the last logged value of param ``key`` among ``arm``'s rows."""
-    rows = evidence[(evidence["arm"] == arm) & (evidence["kind"] == "param") & (evidence["metric"] == key)]
+def _last_param(arm_rows: pd.DataFrame, key: str) -> dict[str, Any]:
+    """run_id -> the last logged value of param ``key`` among one arm's rows."""
+    rows = arm_rows[(arm_rows["kind"] == "param") & (arm_rows["metric"] == key)]
     return dict(zip(rows["run_id"].tolist(), rows["value"].tolist()))  # later rows overwrite
 
 
@@ -333,10 +412,10 @@ def _new_result(c: Criterion) -> CriterionResult:
     )
 
 
-def _finished_runs(c: Criterion, evidence: pd.DataFrame, notes: list[str]) -> dict[str, list[_Run]]:
+def _finished_runs(c: Criterion, evidence: _Evidence, notes: list[str]) -> dict[str, list[_Run]]:
     """FINISHED or DIVERGED runs per arm; a run still going (or killed) has a partial series
     that would read as finished, so it is skipped and named."""
-    runs = {arm: _runs_of(evidence, arm) for arm in c.arms}
+    runs = {arm: evidence.runs(arm) for arm in c.arms}
     for arm in c.arms:
         notes.extend(
             f"{_label(r, arm)} skipped: status {r.status}" for r in runs[arm] if r.status not in RUN_STATUSES
@@ -363,26 +442,27 @@ def _missing_runs(
     return missing
 
 
-def _metric_grid(c: Criterion, evidence: pd.DataFrame) -> tuple[np.ndarray, bool]:
+def _metric_grid(metric: str, evidence: pd.DataFrame) -> tuple[np.ndarray, bool]:
     """The points a diverged run should have reached: every x any run of this evidence logged
     for the metric (one scale), and whether the metric is per epoch (then 1..trainer.epochs)."""
-    rows = evidence[(evidence["metric"] == c.metric) & evidence["kind"].isin(SERIES_KINDS)]
+    rows = evidence[(evidence["metric"] == metric) & evidence["kind"].isin(SERIES_KINDS)]
     grid = np.unique(rows["x"].dropna().to_numpy(dtype=float))
     return grid, bool((rows["kind"] == "epoch").any())
 
 
 def _arm_values(
-    c: Criterion, arm: str, runs: list[_Run], evidence: pd.DataFrame, notes: list[str]
+    c: Criterion, arm: str, runs: list[_Run], evidence: _Evidence, notes: list[str]
 ) -> list[_Value]:
     """Per-run statistic of every usable run of ``arm``; unusable runs are named in ``notes``."""
-    grid, epoch_metric = _metric_grid(c, evidence)
+    grid, epoch_metric = evidence.grid(c.metric)
     inner = per_run.inner_statistic(c.statistic)
-    out, points = [], _series_points(evidence, arm, c.metric)
-    swept = _last_param(evidence, arm, c.statistic.params["over"]) if c.statistic.name == "spread" else {}
+    rows = evidence.rows(arm)  # per_run filters by arm itself: its rows alone give the same
+    out, points = [], _series_points(rows, c.metric)
+    swept = _last_param(rows, c.statistic.params["over"]) if c.statistic.name == "spread" else {}
     ids = [run.run_id for run in runs]
     axis = str(inner.params.get("axis", "")) if inner.name == "time_to_target" else ""
-    clocks = per_run.clocks(evidence, arm, axis, epoch_metric, ids)
-    divisors = per_run.divisors(evidence, arm, inner.relative_to, ids) if inner.relative_to else {}
+    clocks = per_run.clocks(rows, arm, axis, epoch_metric, ids)
+    divisors = per_run.divisors(rows, arm, inner.relative_to, ids) if inner.relative_to else {}
     for run in runs:
         run_grid = _with_planned_epochs(grid, run) if epoch_metric and run.diverged else grid
         series = _series(points.get(run.run_id), run, c.mode, run_grid)
@@ -413,7 +493,12 @@ def _arm_values(
 
 def _groups(values: list[_Value]) -> dict[float | str, list[float]]:
     keys = sorted({v.param for v in values}, key=lambda k: (isinstance(k, str), k))  # type: ignore[arg-type]
-    return {k: [v.value for v in values if v.param == k] for k in keys}
+    # One pass, not one per key (a sweep may give every run its own value). A key matches the
+    # values == to it, as a scan would: a NaN key matches none.
+    found: dict[float | str | None, list[float]] = {}
+    for v in values:
+        found.setdefault(v.param, []).append(v.value)
+    return {k: found[k] if k == k else [] for k in keys}
 
 
 def _smallest(c: Criterion, per_arm: dict[str, list[_Value]], notes: list[str]) -> int:
@@ -491,7 +576,13 @@ def evaluate_criterion(
     vocab_size: float | None = None,
 ) -> CriterionResult:
     """Judge one criterion; ``evidence`` must already be normalized and of one scale."""
-    c, result, notes = criterion, _new_result(criterion), []
+    return _evaluate_criterion(adr, criterion, _Evidence(evidence), scale, confidence, vocab_size)
+
+
+def _evaluate_criterion(
+    adr: Adr, c: Criterion, evidence: _Evidence, scale: str, confidence: float, vocab_size: float | None
+) -> CriterionResult:
+    result, notes = _new_result(c), []
     runs = _finished_runs(c, evidence, notes)
     result.missing = _missing_runs(adr, c, runs, scale, notes)
     empty = [arm for arm in c.arms if not runs[arm]]
@@ -500,7 +591,7 @@ def evaluate_criterion(
         return result
     per_arm = {arm: _arm_values(c, arm, runs[arm], evidence, notes) for arm in c.arms}
     # Swept values that do not act leave the arm here, before every statistic and guard.
-    per_arm, not_acting, dropped = guards.drop_non_acting(adr, c, evidence, scale, per_arm)
+    per_arm, not_acting, dropped = guards.drop_non_acting(adr, c, evidence.table, scale, per_arm)
     for arm, values in per_arm.items():
         result.n[arm] = len(values)
         result.run_ids.extend(v.run.run_id for v in values)
@@ -512,7 +603,7 @@ def evaluate_criterion(
     result.verdict = _judge(c, iv, _smallest(c, per_arm, notes), notes)
     if result.verdict == INCONCLUSIVE and iv.defined:
         result.seeds_needed = stats.seeds_needed(iv, c.threshold, confidence)
-    invalid, result.guards = guards.check(c, evidence, per_arm, vocab_size, not_acting)
+    invalid, result.guards = guards.check(c, evidence.guard_rows, per_arm, vocab_size, not_acting)
     if invalid and result.verdict != NO_DATA:
         result.verdict = INVALID
     diverged = [v.run for arm in c.arms for v in per_arm[arm] if v.run.diverged]
@@ -559,7 +650,7 @@ def recommend_status(
 
 
 def _holm_failures(
-    adr: Adr, ev: pd.DataFrame, scale: str, results: list[CriterionResult], vocab_size: float | None
+    adr: Adr, ev: _Evidence, scale: str, results: list[CriterionResult], vocab_size: float | None
 ) -> list[str]:
     """Primary criteria that FAIL at two-sided level 0.05/m (m primaries): Holm rejects at least
     one hypothesis exactly when its smallest p-value is below α/m, i.e. Bonferroni's first step."""
@@ -570,7 +661,7 @@ def _holm_failures(
     out = []
     for c in primaries:
         if c.id in failing:
-            again = evaluate_criterion(adr, c, ev, scale, confidence=level, vocab_size=vocab_size)
+            again = _evaluate_criterion(adr, c, ev, scale, level, vocab_size)
             if again.verdict == FAIL:
                 out.append(c.id)
     return out
@@ -583,10 +674,14 @@ def evaluate(
     those: another scale's runs never stand in). ``vocab_size``: the uniform PPL for the
     learning guard when the evidence lacks the ``data.vocab_size`` param."""
     ev = normalize_evidence(evidence)
-    ev = ev[ev["scale"] == scale].reset_index(drop=True)
-    results = [evaluate_criterion(adr, c, ev, scale, vocab_size=vocab_size) for c in adr.criteria]
+    at_scale = ev["scale"] == scale
+    if not at_scale.all():  # usually every row is: no need to copy 800k rows again
+        ev = ev[at_scale].reset_index(drop=True)
+    judged = _Evidence(ev)
+    results = [_evaluate_criterion(adr, c, judged, scale, stats.CONFIDENCE, vocab_size) for c in adr.criteria]
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
-    status, rule = recommend_status(adr.status, results, _holm_failures(adr, ev, scale, results, vocab_size))
+    holm_fail = _holm_failures(adr, judged, scale, results, vocab_size)
+    status, rule = recommend_status(adr.status, results, holm_fail)
     commits = ev.drop_duplicates("run_id")["git_sha"].value_counts().sort_index()
     return AdrVerdict(
         path=str(adr.path),
