@@ -50,9 +50,9 @@ def test_readback_bench_builds_a_store_and_times_both_reports(tmp_path) -> None:
 
     before = {k: os.environ.get(k) for k in ("ADRLAB_ROOT", "ADRLAB_RUNS_DIR", "ADRLAB_REPORTS_DIR")}
     (result,) = bench_readback([(3, 8)], tmp_path, reps=2)
-    assert result["adr_runs"] == 12 and result["unrelated_runs"] == 8
+    assert result["adr_runs"] == 12 + 5 and result["unrelated_runs"] == 8  # + the control's 5 seeds
     # 10 epochs × 5 keys + 58 logged steps × (7 or 3) step keys.
-    assert result["metric_rows"] == 12 * (50 + 58 * 7) + 8 * (50 + 58 * 3)
+    assert result["metric_rows"] == 17 * (50 + 58 * 7) + 8 * (50 + 58 * 3)
     for key in ("build_s", "read_s", "read_per_run_s", "adr_report_s", "sweep_report_s", "cli_report_s"):
         assert result[key] > 0, key
     for key in ("adr_report", "sweep_report", "cli_report"):

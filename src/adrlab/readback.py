@@ -2,8 +2,10 @@
 histories, and the time `adrlab report --adr` and the sweep report take on it.
 
 The store holds ADR-0004's two sweep arms (each `trials` finished trials × 2 seeds, one run
-per trial and seed, as the sweep runner logs them) among `unrelated` runs of other studies, half
-of them in the arms' own experiments (another sweep's tag) so the tag filter has work to do.
+per trial and seed, as the sweep runner logs them) and their control arm (`no_decay`, one run per
+seed of the ADR, as `adrlab adr run` logs it: the acts guard compares every sweep run with it)
+among `unrelated` runs of other studies, half of them in the arms' own experiments (another
+sweep's tag) so the tag filter has work to do.
 Rows go straight into MLflow's tables through its own SQLAlchemy models (creating 10,000 runs
 through the client API would take longer than the read it is meant to time); the Optuna study
 gets the same trials through `create_trial`. Everything lives in a scratch project root.
@@ -32,6 +34,8 @@ EPOCH_KEYS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch", "ep
 STEP_KEYS = ("train_loss", "grad_norm", "lr", "wd", "decay", "weight_rms", "tokens_per_s")
 ADR_FILE = "0004-decoupled-vs-coupled-decay.md"
 ARMS = {"adamw_decoupled_lambda": (1e-3, 1.0, "decoupled"), "adamw_l2_lambda": (1e-5, 1e-2, "l2")}
+CONTROL, CONTROL_SEEDS = "no_decay", (1, 2, 3, 4, 5)  # ADR-0004's control arm and its seeds
+CONTROL_LAMBDA = 1e-6  # its curve: the synthetic history of a λ far below both grids
 
 
 def _spec(name: str, trials: int) -> dict[str, Any]:
@@ -96,12 +100,19 @@ def _history(run_id: str, lam: float, seed: int, step_keys: tuple[str, ...]) -> 
             }
 
 
-def _run_rows(experiment_id: int, sweep: str, trial: int, seed: int, lam: float, steps: tuple) -> dict:
+def _run_rows(
+    experiment_id: int, sweep: str, trial: int, seed: int, lam: float, steps: tuple, arm: str = ""
+) -> dict:
+    """A sweep's trial run, or (``arm``) a run of ADR-0004's own arm at smoke."""
     run_id = uuid.uuid4().hex
     start = 1_700_000_000_000 + trial * 60_000 + seed
+    identity = (
+        {"adrlab.adr": "0004", "adrlab.adr_scale": "smoke", "adrlab.arm": arm}
+        if arm
+        else {"adrlab.sweep": sweep, "adrlab.trial": str(trial)}
+    )
     tags = {
-        "adrlab.sweep": sweep,
-        "adrlab.trial": str(trial),
+        **identity,
         "adrlab.seed": str(seed),
         "adrlab.state": "COMPLETE",
         "adrlab.scale": "smoke",
@@ -116,7 +127,7 @@ def _run_rows(experiment_id: int, sweep: str, trial: int, seed: int, lam: float,
     latest = {m["key"]: m for m in metrics}  # last logged value per key (steps ascend)
     run = {
         "run_uuid": run_id,
-        "name": f"{sweep}-{trial}",
+        "name": f"{arm}-s{seed}" if arm else f"{sweep}-{trial}",
         "source_type": "LOCAL",
         "source_name": "",
         "entry_point_name": "",
@@ -182,12 +193,15 @@ def build_store(trials: int, unrelated: int, seed: int = 0) -> dict[str, Any]:
             ppl = [m["value"] for m in runs[0]["metrics"] if m["key"] == "val_ppl"]
             attrs = {f"run_id_seed{s}": r["run"]["run_uuid"] for s, r in zip((1, 2), runs, strict=True)}
             study.add_trial(_trial(lam, dist, ppl, attrs))
+    adr_experiment = int(tracking.ensure_experiment(uri, "adr-0004"))
+    for seed in CONTROL_SEEDS:
+        batches.append(_run_rows(adr_experiment, "", 0, seed, CONTROL_LAMBDA, STEP_KEYS, arm=CONTROL))
     for i in range(unrelated):
         home = [*experiments.values(), other, other][i % 4]
         batches.append(_run_rows(home, f"other-{i % 50}", i, 1, 10 ** rng.uniform(-4, 0), STEP_KEYS[:3]))
     rows = sum(len(b["metrics"]) for b in batches)
     _insert(uri, batches)
-    return {"adr_runs": 2 * 2 * trials, "unrelated_runs": unrelated, "metric_rows": rows}
+    return {"adr_runs": 2 * 2 * trials + len(CONTROL_SEEDS), "unrelated_runs": unrelated, "metric_rows": rows}
 
 
 def _trial(lam: float, dist: Any, ppl: list[float], attrs: dict[str, str]):

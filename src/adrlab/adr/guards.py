@@ -99,27 +99,29 @@ def learning_guard(
     )
 
 
-def _rel_diff(a: pd.Series, b: pd.Series) -> float:
-    """Max relative difference of two runs' per-epoch series over the epochs both logged."""
-    joined = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
-    if joined.empty:
+Series = tuple[np.ndarray, np.ndarray]  # one run's per-epoch (x, value)
+
+
+def _rel_diff(a: Series, b: Series) -> float:
+    """Max relative difference of two runs' per-epoch values over the epochs both logged (a
+    value, not NaN); inf when they share none."""
+    _, at_a, at_b = np.intersect1d(a[0], b[0], return_indices=True)
+    va, vb = a[1][at_a], b[1][at_b]
+    both = ~(np.isnan(va) | np.isnan(vb))
+    if not both.any():
         return math.inf
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.max(np.abs(joined["a"] / joined["b"] - 1.0)))
+        return float(np.max(np.abs(va[both] / vb[both] - 1.0)))
 
 
-def _epoch_series(
-    evidence: pd.DataFrame, run_ids: Sequence[str], metric: str = VAL_PPL
-) -> dict[str, pd.Series]:
-    """run_id -> the per-epoch series (x -> value, by x) of each run that logged ``metric``, the
-    table filtered once (once per run cost ~10 ms a run on an 800k-row table: seconds for a
-    sweep arm)."""
+def _epoch_series(evidence: pd.DataFrame, run_ids: Sequence[str], metric: str = VAL_PPL) -> dict[str, Series]:
+    """run_id -> the per-epoch (x, value) of each run that logged ``metric``, the table filtered
+    once (once per run cost ~10 ms a run on an 800k-row table: seconds for a sweep arm)."""
     rows = evidence[(evidence["kind"] == "epoch") & (evidence["metric"] == metric)]
     rows = rows[rows["run_id"].isin(run_ids)]
-    return {
-        run_id: pd.to_numeric(rows.iloc[at].set_index("x")["value"], errors="coerce").sort_index()
-        for run_id, at in rows.groupby("run_id", sort=False).indices.items()
-    }
+    x = rows["x"].to_numpy(dtype=float)
+    values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
+    return {run_id: (x[at], values[at]) for run_id, at in rows.groupby("run_id", sort=False).indices.items()}
 
 
 def _swept_keys(evidence: pd.DataFrame, values: Sequence[Any], over: str) -> list[Any]:
@@ -149,7 +151,7 @@ def _non_acting(
         (key, v.run.run_id, by_seed[v.run.seed]) for v, key in zip(values, keys) if v.run.seed in by_seed
     ]
     series = _epoch_series(evidence, list({run for _, *runs in pairs for run in runs}))
-    empty = pd.Series(dtype=float)
+    empty = (np.empty(0), np.empty(0))
     groups: dict[Any, list[float]] = {}
     for key, run, control_run in pairs:
         groups.setdefault(key, []).append(_rel_diff(series.get(run, empty), series.get(control_run, empty)))
