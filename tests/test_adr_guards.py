@@ -6,9 +6,11 @@ import math
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from adrlab.adr import guards
 from adrlab.adr.document import parse_adr, parse_adr_text
 from adrlab.adr.verdict import (
     CORE_COLUMNS,
@@ -365,3 +367,23 @@ def test_a_sweep_arms_regime_is_checked_at_each_of_its_values() -> None:
         "final weight RMS 31 vs predicted √(η/2λ) 0.2"
     )
     assert regime_guard(evidence, "sweep", ids[4:]) is None  # λ = 0.1 fits the run
+
+
+def test_relative_difference_reads_only_the_epochs_both_runs_logged() -> None:
+    def run(x: list[float], v: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(x), np.array(v)
+
+    a = run([1, 2, 3, 4], [10.0, 20.0, math.nan, 40.0])
+    b = run([2, 3, 4, 5], [10.0, 30.0, 40.0, 50.0])
+    assert guards._rel_diff(a, b) == pytest.approx(1.0)  # epoch 2: 20/10 - 1; epoch 3 is NaN in a
+    assert guards._rel_diff(a, run([5, 6], [1.0, 1.0])) == math.inf  # no epoch in common
+    assert guards._rel_diff(a, run([1], [0.0])) == math.inf  # a control at 0
+    assert guards._rel_diff(run([], []), run([], [])) == math.inf
+
+
+def test_a_note_names_a_few_swept_values_and_counts_the_rest() -> None:
+    assert guards._some_keys_text([0.1, 1.0, 10.0]) == "0.1, 1, 10"
+    many = [0.001 * 2**i for i in range(guards.VALUES_NAMED + 3)]
+    text = guards._some_keys_text(many)
+    assert text.startswith("0.001, 0.002, ") and text.endswith(f" and 3 more values up to {many[-1]:g}")
+    assert text.count(",") == guards.VALUES_NAMED - 1

@@ -23,7 +23,7 @@ pure function of criteria and evidence). The numeric rules, also in adr/README.m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,6 +135,18 @@ def _keys_text(keys: Sequence[Any]) -> str:
     return ", ".join(f"{k:g}" if isinstance(k, float) else str(k) for k in keys)
 
 
+VALUES_NAMED = 6  # a note names at most this many swept values (a sweep arm may have hundreds)
+
+
+def _some_keys_text(keys: Sequence[Any], text: Callable[[Any], str] = lambda k: _keys_text([k])) -> str:
+    """``text`` of the first VALUES_NAMED keys, then how many more (and up to which)."""
+    shown = ", ".join(text(k) for k in keys[:VALUES_NAMED])
+    more = len(keys) - VALUES_NAMED
+    if more <= 0:
+        return shown
+    return f"{shown} and {more} more values up to {_keys_text([keys[-1]])}"
+
+
 def _order(key: Any) -> tuple[bool, Any]:
     """Sort key for swept values: numbers first, then words (a categorical sweep)."""
     return isinstance(key, str), key
@@ -172,7 +184,7 @@ def control_guard(
     margin = f"a relative {CONTROL_MARGIN:g} of its control {control} at every epoch for every seed"
     acting = [v for v, k in zip(values, keys) if k not in noop]
     if not acting:
-        where = "" if compared <= 1 else f" at {over}={_keys_text(sorted(noop, key=_order))}"
+        where = "" if compared <= 1 else f" at {over}={_some_keys_text(sorted(noop, key=_order))}"
         worst = max(noop.values())
         return (
             list(values),
@@ -180,11 +192,11 @@ def control_guard(
             None,
         )
     dropped = sorted(noop, key=_order)
-    named = ", ".join(f"{_keys_text([k])} (max difference {noop[k]:.2g})" for k in dropped)
+    named = _some_keys_text(dropped, lambda k: f"{_keys_text([k])} (max difference {noop[k]:.2g})")
     kept = sorted({k for k in keys if k not in noop}, key=_order)
     note = (
         f"{arm} at {over}={named} {'does' if len(dropped) == 1 else 'do'} not act (within {margin}): "
-        f"left out of the arm, the criterion is judged on {over}={_keys_text(kept)}"
+        f"left out of the arm, the criterion is judged on {over}={_some_keys_text(kept)}"
     )
     return acting, None, note
 
