@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from adrlab.adr import stats
 from adrlab.adr.document import Statistic
@@ -211,7 +212,7 @@ def test_seeds_needed_is_rough_but_sensible() -> None:
 def _seeds_needed_by_scan(iv: stats.Interval, effect: float, power: float = 0.8) -> int | None:
     """The definition: the first n from 2 up whose bound falls below the effect."""
     level = 1.0 - (1.0 - stats.CONFIDENCE) / iv.groups
-    z = float(stats.scipy_stats.norm.ppf(power))
+    z = float(scipy_stats.norm.ppf(power))
     for n in range(2, stats.MAX_SEEDS_NEEDED + 1):
         if (stats.t_quantile(level, n - 1) + z) * iv.sd / math.sqrt(n) < effect:
             return n
@@ -230,7 +231,7 @@ def test_seeds_needed_bisection_equals_the_scan(effect: float, groups: int, powe
 @pytest.mark.parametrize("n", [2, 3, 17, 1000])
 def test_seeds_needed_at_the_boundary(n: int) -> None:
     """Effects at n's bound and a hair either side of it, where the answer steps by one."""
-    z = float(stats.scipy_stats.norm.ppf(0.8))
+    z = float(scipy_stats.norm.ppf(0.8))
     bound = (stats.t_quantile(stats.CONFIDENCE, n - 1) + z) / math.sqrt(n)
     for effect in (bound, math.nextafter(bound, math.inf), math.nextafter(bound, 0.0), bound * 1.01):
         iv = stats.Interval(1.0 + effect, 0.0, 3.0, "", sd=1.0, n=5)
