@@ -198,7 +198,7 @@ def test_adr_evidence_is_identical_through_both_paths(tmp_path, monkeypatch) -> 
                 runs = stored_runs(adr, "smoke", uri)
                 outputs.append((runs, collect_evidence(adr, "smoke", uri).to_csv(index=False)))
     (sql_runs, sql_csv), (api_runs, api_csv) = outputs
-    assert len(sql_runs) == 16 and sql_csv.count("\n") > 16 * 50
+    assert len(sql_runs) == 16 + 5 and sql_csv.count("\n") > 21 * 50  # 2 arms × 4 trials × 2 seeds + control
     _assert_same(sql_runs, api_runs)
     assert sql_csv == api_csv
 
