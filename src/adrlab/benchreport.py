@@ -185,7 +185,8 @@ def readback_section(rb: dict[str, Any]) -> list[str]:
     ]
     headers = ["trials/arm", "ADR runs", "unrelated runs", "metric rows", "read (s)", "read, per-run API (s)"]
     return [
-        "## Reading back at scale (ADR-0004's two sweep arms in a synthetic store; `make bench-readback`)",
+        "## Reading back at scale (ADR-0004's two sweep arms and their control arm in a synthetic store; "
+        "`make bench-readback`)",
         "",
         *_measured(rb),
         markdown_table(headers, stores, ".3g"),
