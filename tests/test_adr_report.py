@@ -237,11 +237,11 @@ def test_memory_profile_has_a_row_and_curve_per_swept_value(tmp_path) -> None:
         assert flatness == pytest.approx(1 / (1 - d) ** 15)  # epoch 4's updates over epoch 1's
         assert measured == pytest.approx(1 / 20)
         assert predicted == pytest.approx(0.01 / math.sqrt(2 * d))  # √(η/2λ) with d = η·λ
-    assert report_mod.plot_memory_and_rms(_memory_evidence(lams), tmp_path / "memory.png") == "memory.png"
+    assert report_mod.plot_memory_and_rms(curves, tmp_path / "memory.png") == "memory.png"
     assert (tmp_path / "memory.png").stat().st_size > 0
 
 
 def test_memory_profile_draws_nothing_without_lr_and_decay(tmp_path) -> None:
     assert report_mod.memory_and_rms(_decay_evidence([0.5, 2.0])) == ([], [], [])
-    assert report_mod.plot_memory_and_rms(_decay_evidence([0.5, 2.0]), tmp_path / "m.png") is None
+    assert report_mod.plot_memory_and_rms([], tmp_path / "m.png") is None
     assert not (tmp_path / "m.png").exists()

@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
+from adrlab import tracking
+
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY = 10, 58, 10
 EPOCH_KEYS = ("val_ppl", "val_loss", "train_loss_epoch", "weight_rms_epoch", "epoch_time")
 STEP_KEYS = ("train_loss", "grad_norm", "lr", "wd", "decay", "weight_rms", "tokens_per_s")
-ADR_FILE = "0004-decoupled-vs-coupled-decay.md"
+ADR_NUMBER, ADR_FILE = "0004", "0004-decoupled-vs-coupled-decay.md"
 ARMS = {"adamw_decoupled_lambda": (1e-3, 1.0, "decoupled"), "adamw_l2_lambda": (1e-5, 1e-2, "l2")}
 CONTROL, CONTROL_SEEDS = "no_decay", (1, 2, 3, 4, 5)  # ADR-0004's control arm and its seeds
 CONTROL_LAMBDA = 1e-6  # its curve: the synthetic history of a λ far below both grids
@@ -107,15 +109,15 @@ def _run_rows(
     run_id = uuid.uuid4().hex
     start = 1_700_000_000_000 + trial * 60_000 + seed
     identity = (
-        {"adrlab.adr": "0004", "adrlab.adr_scale": "smoke", "adrlab.arm": arm}
+        {tracking.TAG_ADR: ADR_NUMBER, tracking.TAG_ADR_SCALE: "smoke", tracking.TAG_ARM: arm}
         if arm
-        else {"adrlab.sweep": sweep, "adrlab.trial": str(trial)}
+        else {tracking.TAG_SWEEP: sweep, tracking.TAG_TRIAL: str(trial)}
     )
     tags = {
         **identity,
-        "adrlab.seed": str(seed),
-        "adrlab.state": "COMPLETE",
-        "adrlab.scale": "smoke",
+        tracking.TAG_SEED: str(seed),
+        tracking.TAG_STATE: "COMPLETE",
+        tracking.TAG_SCALE: "smoke",
     }
     params = {
         "regularizer.weight_decay": repr(lam),
@@ -173,7 +175,6 @@ def build_store(trials: int, unrelated: int, seed: int = 0) -> dict[str, Any]:
     """Fill the scratch project's store and Optuna journals (see the module docstring)."""
     import optuna
 
-    from adrlab import tracking
     from adrlab.sweep.spec import load_spec
     from adrlab.sweep.storage import default_storage_url, open_storage
 
@@ -193,7 +194,7 @@ def build_store(trials: int, unrelated: int, seed: int = 0) -> dict[str, Any]:
             ppl = [m["value"] for m in runs[0]["metrics"] if m["key"] == "val_ppl"]
             attrs = {f"run_id_seed{s}": r["run"]["run_uuid"] for s, r in zip((1, 2), runs, strict=True)}
             study.add_trial(_trial(lam, dist, ppl, attrs))
-    adr_experiment = int(tracking.ensure_experiment(uri, "adr-0004"))
+    adr_experiment = int(tracking.ensure_experiment(uri, f"adr-{ADR_NUMBER}"))
     for seed in CONTROL_SEEDS:
         batches.append(_run_rows(adr_experiment, "", 0, seed, CONTROL_LAMBDA, STEP_KEYS, arm=CONTROL))
     for i in range(unrelated):
@@ -217,7 +218,6 @@ def _trial(lam: float, dist: Any, ppl: list[float], attrs: dict[str, str]):
 
 
 def _time_read(bulk: bool) -> float:
-    from adrlab import tracking
     from adrlab.adr.document import parse_adr
     from adrlab.adr.runs import EPOCH_METRICS, REPORT_STEP_METRICS, find_adr, stored_runs
 

@@ -649,7 +649,7 @@ def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFram
     # it, so the lookup goes by run_uuid, the selective column.
     key = table.c.key.concat("") if engine.dialect.name == "sqlite" else table.c.key
     columns = [table.c.run_uuid, table.c.key, table.c.step, table.c.value, table.c.is_nan]
-    parts: list[tuple] = []
+    rows: list[tuple] = []
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -664,12 +664,12 @@ def _histories_sql(uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFram
             cursor.execute(
                 str(compiled), [params[p] for p in compiled.positiontup] if compiled.positional else params
             )
-            parts += cursor.fetchall()
+            rows += cursor.fetchall()
     finally:
         raw.close()
     # One object array of the rows, then its columns: DataFrame.from_records on 800k tuples
     # took 3x as long (it infers each column's type row by row).
-    cells = np.array(parts, dtype=object).reshape(len(parts), len(columns))
+    cells = np.array(rows, dtype=object).reshape(len(rows), len(columns))
     value = cells[:, 3].astype(float)
     return pd.DataFrame(
         {

@@ -356,11 +356,8 @@ def _by_run(series: pd.DataFrame) -> Callable[[str], pd.DataFrame]:
     return lambda run_id: series.iloc[positions.get(run_id, empty)]
 
 
-def plot_memory_and_rms(
-    evidence: pd.DataFrame, path: Path, swept: tuple[str, ...] = ("regularizer.weight_decay",)
-) -> str | None:
-    """The memory profile and the weight RMS of `memory_and_rms`, side by side."""
-    curves, _, _ = memory_and_rms(evidence, swept)
+def plot_memory_and_rms(curves: list[MemoryCurve], path: Path) -> str | None:
+    """The memory profiles and weight RMS curves of `memory_and_rms`, side by side."""
     if not curves:
         return None
     many = len(curves) > 6  # a sweep arm's values: more colours, legends beside the axes
@@ -461,7 +458,7 @@ def write_plots(adr: Adr, item: ScaleEvidence, out: Path) -> list[str]:
         plot_epoch_metric(ev, "val_ppl", out / plot_name("val_ppl", scale), floor_ppl, swept_params(adr)),
         plot_step_traces(ev, ["grad_norm", "energy_mean"], out / plot_name("traces", scale)),
         plot_sensitivity(adr, ev, out / plot_name("sensitivity", scale)),
-        plot_memory_and_rms(ev, out / plot_name("memory", scale), swept_params(adr)),
+        plot_memory_and_rms(memory_of(adr, item)[0], out / plot_name("memory", scale)),
         plot_forest(item.verdict, out / plot_name("forest", scale)) if item.verdict else None,
     ]  # fmt: skip
     return [p for p in plots if p]
@@ -479,7 +476,7 @@ def _scale_sections(adr: Adr, item: ScaleEvidence) -> list[str]:
     costs = cost_table(ev)
     if costs:
         lines += ["### Cost next to quality (per arm)", "", costs, "", COST_NOTE, ""]
-    _, memory_rows, memory_notes = memory_and_rms(ev, swept_params(adr))
+    _, memory_rows, memory_notes = memory_of(adr, item)
     if memory_rows:
         headers = [
             "arm",
@@ -594,6 +591,14 @@ class ScaleEvidence:
     evidence: pd.DataFrame
     source: str  # store | snapshot | none
     verdict: AdrVerdict | None = None
+    memory: tuple[list[MemoryCurve], list[list[object]], list[str]] | None = None  # see memory_of
+
+
+def memory_of(adr: Adr, item: ScaleEvidence) -> tuple[list[MemoryCurve], list[list[object]], list[str]]:
+    """`memory_and_rms` of one scale, computed once: its plot and the report's table share it."""
+    if item.memory is None:
+        item.memory = memory_and_rms(item.evidence, swept_params(adr))
+    return item.memory
 
 
 def gather(adr: Adr, scale: str, uri: str) -> list[ScaleEvidence]:
